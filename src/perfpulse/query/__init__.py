@@ -1,0 +1,1 @@
+"""perfpulse.query."""
