@@ -1,0 +1,419 @@
+"""Turn a decoded batch or beacon into storage rows: sanity, privacy, cardinality.
+
+Type errors were already refused by the decoder (400, nothing stored). Here each
+event is checked for values no real system produces and dropped, with its reason
+counted, while the rest of the batch is kept:
+
+==================  ==========================================================
+reason              when
+==================  ==========================================================
+non_finite          a number is NaN or infinite
+negative_value      a duration, size or CLS below zero
+absurd_value        a duration over 10 minutes, CLS over 100
+future_timestamp    more than a day ahead of the collector's clock
+too_old             older than raw retention
+==================  ==========================================================
+
+Every URL is redacted (query values, fragment and credentials removed), every
+path becomes a template (``/orders/{id}``), every SQL statement is fingerprinted
+again, and past the per-service cap new routes and pages fold into ``other``.
+
+Example::
+
+    norm = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=14 * 86400)
+    out = norm.batch(BATCH_DECODER.decode(body))
+    out.tables["http"]   # rows in the layout of model.rows.LAYOUTS["http"]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import msgspec
+
+from perfpulse.ingest.redact import redact_url
+from perfpulse.ingest.routes import RouteFolder, template_path
+from perfpulse.model.catalog import VITALS
+from perfpulse.model.events import (
+    Batch,
+    Beacon,
+    CacheEvent,
+    DbEvent,
+    ErrorEvent,
+    HttpEvent,
+    NPlusOneEvent,
+    PoolEvent,
+    ResourceEvent,
+)
+from perfpulse.model.fingerprint import fingerprint_sql, redact_statement
+from perfpulse.model.rows import Row
+
+MAX_DURATION_MS = 600_000.0
+MAX_CLS = 100.0
+FUTURE_SLACK_S = 86_400.0
+DROP_REASONS = ("non_finite", "negative_value", "absurd_value", "future_timestamp", "too_old")
+
+_isfinite = math.isfinite
+_json = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class Normalized:
+    """Rows per raw table, how many events were kept, and why others were dropped."""
+
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+    accepted: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def add(self, table: str, row: Row) -> None:
+        rows = self.tables.get(table)
+        if rows is None:
+            self.tables[table] = [row]
+        else:
+            rows.append(row)
+
+
+def _duration_problem(value: float | None) -> str | None:
+    if value is None:
+        return None
+    if not _isfinite(value):
+        return "non_finite"
+    if value < 0:
+        return "negative_value"
+    if value > MAX_DURATION_MS:
+        return "absurd_value"
+    return None
+
+
+def _number_problem(value: float | None) -> str | None:
+    if value is None:
+        return None
+    if not _isfinite(value):
+        return "non_finite"
+    if value < 0:
+        return "negative_value"
+    return None
+
+
+def _page_of(url: str) -> str:
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return "/"
+    return template_path(path or "/")
+
+
+class Normalizer:
+    """Applies sanity, redaction and folding rules. One instance per collector."""
+
+    def __init__(
+        self,
+        *,
+        folder: RouteFolder,
+        raw_retention_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.folder = folder
+        self.raw_retention_s = raw_retention_s
+        self.clock = clock
+
+    def _window(self) -> tuple[float, float]:
+        now = self.clock()
+        return now - self.raw_retention_s, now + FUTURE_SLACK_S
+
+    @staticmethod
+    def _ts_problem(ts: float, lo: float, hi: float) -> str | None:
+        if lo <= ts <= hi:
+            return None
+        if not _isfinite(ts):
+            return "non_finite"
+        return "too_old" if ts < lo else "future_timestamp"
+
+    def route(self, service: str, route: str) -> str:
+        return self.folder.fold(service, template_path(route))
+
+    def batch(self, batch: Batch) -> Normalized:  # noqa: C901 - one branch per kind
+        out = Normalized()
+        res = batch.resource
+        service = res.service
+        origin = (service, res.environment, res.release, res.host)
+        lo, hi = self._window()
+        route = self.route
+        for e in batch.events:
+            ts = e.ts
+            problem = self._ts_problem(ts, lo, hi)
+            if problem is None:
+                if isinstance(e, HttpEvent):
+                    problem = _duration_problem(e.duration_ms) or _duration_problem(e.db_time_ms)
+                    if problem is None:
+                        out.add(
+                            "http",
+                            (
+                                ts,
+                                *origin,
+                                route(service, e.route),
+                                e.method.upper(),
+                                e.status,
+                                e.duration_ms,
+                                e.request_bytes,
+                                e.response_bytes,
+                                e.db_time_ms,
+                                e.db_count,
+                                e.cache_hits,
+                                e.cache_misses,
+                                e.exception,
+                                e.request_id,
+                                e.trace_id,
+                            ),
+                        )
+                elif isinstance(e, DbEvent):
+                    problem = _duration_problem(e.duration_ms) or _duration_problem(e.pool_wait_ms)
+                    if problem is None:
+                        out.add(
+                            "db",
+                            (
+                                ts,
+                                *origin,
+                                fingerprint_sql(e.fingerprint),
+                                e.system,
+                                e.duration_ms,
+                                e.rows,
+                                e.pool_wait_ms,
+                                None if e.statement is None else redact_statement(e.statement),
+                                None if e.route is None else route(service, e.route),
+                                e.error,
+                                e.request_id,
+                                e.trace_id,
+                            ),
+                        )
+                elif isinstance(e, CacheEvent):
+                    problem = _duration_problem(e.duration_ms)
+                    if problem is None:
+                        out.add(
+                            "cache",
+                            (
+                                ts,
+                                *origin,
+                                e.cache,
+                                e.op,
+                                e.hit,
+                                e.duration_ms,
+                                e.count,
+                                None if e.route is None else route(service, e.route),
+                                e.request_id,
+                            ),
+                        )
+                elif isinstance(e, ResourceEvent):
+                    values = (
+                        e.process_cpu_pct,
+                        e.process_rss_bytes,
+                        e.process_threads,
+                        e.process_fds,
+                        e.process_read_bytes,
+                        e.process_write_bytes,
+                        e.host_cpu_pct,
+                        e.host_mem_used_bytes,
+                        e.host_mem_total_bytes,
+                        e.host_disk_read_bytes,
+                        e.host_disk_write_bytes,
+                        e.host_net_sent_bytes,
+                        e.host_net_recv_bytes,
+                        e.cgroup_cpu_limit,
+                        e.cgroup_mem_limit_bytes,
+                    )
+                    for v in values:
+                        problem = _number_problem(v)
+                        if problem:
+                            break
+                    if problem is None:
+                        out.add("resource", (ts, *origin, e.pid, *values))
+                elif isinstance(e, ErrorEvent):
+                    out.add(
+                        "error",
+                        (
+                            ts,
+                            *origin,
+                            e.type,
+                            e.message,
+                            None if e.route is None else route(service, e.route),
+                            e.stack,
+                            e.handled,
+                            e.request_id,
+                            e.trace_id,
+                        ),
+                    )
+                elif isinstance(e, PoolEvent):
+                    problem = _duration_problem(e.wait_ms)
+                    if problem is None:
+                        capacity = e.size + max(e.overflow, 0)
+                        usage = 100.0 * e.checked_out / capacity if capacity else None
+                        out.add(
+                            "pool",
+                            (
+                                ts,
+                                *origin,
+                                e.pool,
+                                e.size,
+                                e.checked_out,
+                                e.overflow,
+                                usage,
+                                e.wait_ms,
+                                e.timeouts,
+                            ),
+                        )
+                elif isinstance(e, NPlusOneEvent):
+                    problem = _duration_problem(e.total_ms)
+                    if problem is None:
+                        out.add(
+                            "n_plus_one",
+                            (
+                                ts,
+                                *origin,
+                                route(service, e.route),
+                                fingerprint_sql(e.fingerprint),
+                                e.count,
+                                e.total_ms,
+                                e.request_id,
+                            ),
+                        )
+            if problem is None:
+                out.accepted += 1
+            else:
+                out.dropped[problem] += 1
+        return out
+
+    def beacon(self, b: Beacon) -> Normalized:
+        """A page view: its own row, one row per vital and per resource group."""
+        out = Normalized()
+        lo, hi = self._window()
+        problem = self._ts_problem(b.ts, lo, hi)
+        if problem is not None:
+            out.dropped[problem] += 1 + len(b.vitals)
+            return out
+        page = self.folder.fold(b.service, _page_of(b.url))
+        head = (b.ts, b.id, b.service, b.environment, b.release, page, b.device)
+        nav, lt, mem = b.nav, b.long_tasks, b.memory
+        nav_values = (
+            (
+                nav.dns_ms,
+                nav.connect_ms,
+                nav.tls_ms,
+                nav.request_ms,
+                nav.response_ms,
+                nav.dom_interactive_ms,
+                nav.dom_complete_ms,
+                nav.load_ms,
+            )
+            if nav
+            else (None,) * 8
+        )
+        # A bad navigation phase is dropped alone; the page view stays.
+        nav_values = tuple(None if _duration_problem(v) else v for v in nav_values)
+        out.add(
+            "rum_view",
+            (
+                *head,
+                b.browser,
+                b.connection,
+                redact_url(b.url),
+                b.soft,
+                b.sample_rate,
+                nav.type if nav else None,
+                *nav_values,
+                nav.transfer_bytes if nav else None,
+                lt.count if lt else None,
+                lt.total_ms if lt else None,
+                lt.tbt_ms if lt else None,
+                lt.max_ms if lt else None,
+                lt.loaf_count if lt else None,
+                lt.loaf_total_ms if lt else None,
+                redact_url(lt.worst_script) if lt and lt.worst_script else None,
+                lt.worst_script_ms if lt else None,
+                mem.used_bytes if mem else None,
+                mem.total_bytes if mem else None,
+                mem.limit_bytes if mem else None,
+                mem.source if mem else None,
+            ),
+        )
+        out.accepted += 1
+        for v in b.vitals:
+            value = v.value
+            if v.name == "CLS":
+                vp = _number_problem(value) or ("absurd_value" if value > MAX_CLS else None)
+            else:
+                vp = _duration_problem(value)
+            if vp is not None:
+                out.dropped[vp] += 1
+                continue
+            attribution = None
+            if v.attribution:
+                attribution = _json.encode(_redact_attribution(v.attribution)).decode()
+            out.add(
+                "rum_vital",
+                (
+                    *head,
+                    b.browser,
+                    b.connection,
+                    v.name,
+                    value,
+                    VITALS[v.name].rate(value),
+                    v.navigation_type,
+                    attribution,
+                ),
+            )
+            out.accepted += 1
+        for g in b.resources:
+            if _duration_problem(g.duration_ms):
+                continue
+            out.add(
+                "rum_resource",
+                (
+                    *head,
+                    g.type,
+                    g.count,
+                    g.transfer_bytes,
+                    g.encoded_bytes,
+                    g.decoded_bytes,
+                    g.duration_ms,
+                    g.cache_hits,
+                    g.render_blocking,
+                    g.third_party,
+                ),
+            )
+        for r in b.largest_resources:
+            if _duration_problem(r.duration_ms):
+                continue
+            out.add(
+                "rum_largest",
+                (
+                    *head,
+                    redact_url(r.url),
+                    r.type,
+                    r.transfer_bytes,
+                    r.encoded_bytes,
+                    r.decoded_bytes,
+                    r.duration_ms,
+                    r.cached,
+                    r.render_blocking,
+                    r.third_party,
+                ),
+            )
+        return out
+
+
+def _redact_attribution(value: object) -> object:
+    """URLs inside an attribution object lose their query values too."""
+    if isinstance(value, str):
+        if value.startswith(("http://", "https://", "//")):
+            return redact_url(value)
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_attribution(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_attribution(v) for v in value]
+    return value

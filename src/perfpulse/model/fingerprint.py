@@ -1,0 +1,262 @@
+"""SQL fingerprints: one statement shape, whatever values it was run with.
+
+The Python agent and the collector both call :func:`fingerprint_sql`, so it is
+the one definition of "the same query": it must be deterministic and
+idempotent (``fingerprint_sql(fingerprint_sql(s)) == fingerprint_sql(s)``), and
+no literal value may survive it. Rules:
+
+- **literals become** ``?``: strings (``'O''Brien'``, ``E'a\\'b'``, ``N'x'``,
+  ``X'1f'``, ``U&'x'``), dollar-quoted strings (``$$x$$``, ``$tag$x$tag$``),
+  numbers (``42``, ``-1.5e3``, ``.5``, ``0x1F``; not the digits of an
+  identifier such as ``t1``), ``TRUE`` and ``FALSE``. ``NULL`` stays. A sign
+  directly in front of a literal, where it cannot be a subtraction, goes with
+  it: ``x = -5`` gives ``x = ?``, ``a - 5`` gives ``a - ?``;
+- **placeholders become** ``?``: ``%s``, ``%(name)s``, ``:name``, ``$1``,
+  ``?`` (``::int`` casts are kept; ``:1`` is a colon and a number, as in the
+  slice ``a[1:2]``, so it becomes ``:?``);
+- **lists collapse**: after ``IN``, ``VALUES`` and ``ARRAY``, repeated
+  identical items in a row become one: ``IN (1, 2, 3)`` gives ``IN (?)``,
+  ``VALUES (1, 'x'), (2, 'y')`` gives ``VALUES (?, ?)``,
+  ``IN ((1, 2), (3, 4))`` gives ``IN ((?, ?))``, ``ARRAY[1, 2]`` gives ``ARRAY[?]``;
+- **comments are removed** (``-- ...`` and ``/* ... */``; MySQL's ``#`` comment
+  is not recognized, as ``#`` is an operator in PostgreSQL);
+- **whitespace** collapses to one space, none after ``(`` or before ``)`` or
+  ``,``, one after ``,``; trailing ``;`` are dropped;
+- **keywords** (:data:`KEYWORDS`) are upper-cased; identifiers, quoted
+  identifiers (``"User"``, ```order```) and function names are left as written.
+
+Strings are first read with backslash escapes (MySQL, and the literals
+client-side drivers such as PyMySQL interpolate: ``'O\\'Brien'``); if that leaves
+a string open, they are read again the standard way, where ``\\`` is an
+ordinary character (``'C:\\'``). A string still open at the end (a truncated
+statement) runs to the end and becomes one ``?``. Double-quoted text is always
+an identifier, as in standard SQL: a MySQL string in double quotes survives.
+
+:func:`redact_statement` is the version for showing one slow statement: it
+removes literals and comments the same way but keeps the statement as written
+otherwise: placeholders, case, line breaks and indentation, and every item of
+an ``IN`` list (a reader wants to see that the list had 500 items).
+
+Example::
+
+    >>> fingerprint_sql("select * from users where id in (1, 2, 3) -- api key 123")
+    'SELECT * FROM users WHERE id IN (?)'
+    >>> redact_statement("SELECT *\\n  FROM users\\n WHERE name = 'O''Brien'")
+    'SELECT *\\n  FROM users\\n WHERE name = ?'
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+__all__ = ["KEYWORDS", "fingerprint_sql", "redact_statement"]
+
+#: Words :func:`fingerprint_sql` upper-cases: SQL's reserved words and the clause
+#: words around them. Words often used as column names (``key``, ``name``,
+#: ``type``, ``date``, ``user``) are left out, so their case is kept.
+KEYWORDS = frozenset(
+    """
+    ADD ALL ALTER ANALYZE AND ANY ARRAY AS ASC BEGIN BETWEEN BOTH BY CASCADE CASE
+    CAST CHECK COLLATE COLUMN COMMIT CONFLICT CONSTRAINT CREATE CROSS CURRENT_DATE
+    CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER DEFAULT DELETE DESC DISTINCT DO
+    DROP DUPLICATE ELSE END ESCAPE EXCEPT EXISTS EXPLAIN FETCH FILTER FIRST FOR
+    FOREIGN FROM FULL GRANT GROUP HAVING IF ILIKE IN INDEX INNER INSERT INTERSECT
+    INTERVAL INTO IS ISNULL JOIN LAST LATERAL LEADING LEFT LIKE LIMIT LOCALTIME
+    LOCALTIMESTAMP LOCKED NATURAL NEXT NOT NOTHING NOTNULL NOWAIT NULL NULLS OFFSET
+    ON ONLY OR ORDER OUTER OVER PARTITION PRIMARY RECURSIVE REFERENCES RELEASE
+    RETURNING RIGHT ROLLBACK ROW ROWS SAVEPOINT SELECT SET SHARE SIMILAR SKIP SOME
+    START TABLE THEN TO TRAILING TRANSACTION TRUNCATE UNION UNIQUE UPDATE USING
+    VALUES WHEN WHERE WINDOW WITH
+    """.split()
+)
+
+#: Statements longer than this are fingerprinted without the cache, which bounds
+#: the cache's memory to about ``_CACHE_SIZE * 2 * _CACHE_MAX_LEN`` characters.
+_CACHE_MAX_LEN = 8192
+_CACHE_SIZE = 2048
+
+_BOOLEANS = frozenset({"TRUE", "FALSE"})
+# Keywords after which a sign is a subtraction, not part of a literal: ``END - 1``.
+_OPERAND_KEYWORDS = frozenset(
+    {"END", "NULL", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "CURRENT_USER"}
+    | {"LOCALTIME", "LOCALTIMESTAMP"}
+)
+_LISTS = {"IN": ("(", ")"), "VALUES": ("(", ")"), "ARRAY": ("[", "]")}
+
+_TOKENS = r"""
+    (?P<space>\s+)
+  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<string>(?:[bBnNxX]|[uU]&)?{string}|[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*')
+  | (?P<open_string>(?:[bBeEnNxX]|[uU]&)?'.*)
+  | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$(?P=tag)\$|\Z))
+  | (?P<quoted>"[^"]*(?:""[^"]*)*"|`[^`]*(?:``[^`]*)*`)
+  | (?P<open_quoted>["`].*)
+  | (?P<param>\$[0-9]+|%\([^()\s]*\)s|%s|(?<!:):[A-Za-z_][A-Za-z0-9_]*|\?)
+  | (?P<number>0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
+  | (?P<word>[^\W\d][\w$]*)
+  | (?P<op>::|<=|>=|<>|!=|\|\||->>|->|.)
+"""
+# Two readers that differ only in how a string literal ends.
+_ESCAPED = re.compile(
+    _TOKENS.replace("{string}", r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'"), re.VERBOSE | re.DOTALL
+)
+_STANDARD = re.compile(_TOKENS.replace("{string}", r"'[^']*(?:''[^']*)*'"), re.VERBOSE | re.DOTALL)
+_LITERALS = frozenset({"string", "open_string", "dollar", "number", "open_quoted"})
+
+Token = tuple[str, str]  # (kind, text)
+
+
+def fingerprint_sql(statement: str) -> str:
+    """Return the fingerprint of ``statement`` (see the module for the rules)."""
+    if len(statement) > _CACHE_MAX_LEN:
+        return _fingerprint(statement)
+    return _fingerprint_cached(statement)
+
+
+def redact_statement(statement: str) -> str:
+    """Return ``statement`` with literals replaced by ``?`` and comments removed.
+
+    Unlike :func:`fingerprint_sql`, the statement keeps its case, placeholders,
+    line breaks and indentation, and lists are not collapsed. A removed comment
+    leaves the whitespace that followed it (or one space). Leading and trailing
+    whitespace is stripped. Not cached: slow statements are rare.
+    """
+    out: list[str] = []
+    gap = ""  # the whitespace to put before the next token
+    comment = False  # whether a comment was removed since the last token
+    for kind, text in _tokenize(statement):
+        if kind == "space":
+            gap = text if comment else gap + text
+        elif kind == "comment":
+            comment = True
+        else:
+            if out:
+                out.append(gap or (" " if comment else ""))
+            gap, comment = "", False
+            if kind in _LITERALS or (kind == "word" and text.upper() in _BOOLEANS):
+                text = "?"
+            out.append(text)
+    return "".join(out)
+
+
+def _tokenize(statement: str) -> list[Token]:
+    """Split ``statement`` into (kind, text) tokens, choosing how strings end."""
+    tokens = [(m.lastgroup or "op", m.group()) for m in _ESCAPED.finditer(statement)]
+    if any(kind == "open_string" for kind, _ in tokens):
+        standard = [(m.lastgroup or "op", m.group()) for m in _STANDARD.finditer(statement)]
+        if not any(kind == "open_string" for kind, _ in standard):
+            return standard
+    return tokens
+
+
+def _fingerprint(statement: str) -> str:
+    texts: list[str] = []
+    spaced: list[bool] = []  # whether whitespace came before texts[i]
+    space = False
+    for kind, text in _tokenize(statement):
+        if kind == "space" or kind == "comment":
+            space = True
+            continue
+        if kind == "word":
+            upper = text.upper()
+            if upper in _BOOLEANS:
+                kind = "number"
+            elif upper in KEYWORDS and (not texts or texts[-1] != "."):
+                text = upper
+        if kind == "param" or kind in _LITERALS:
+            if texts and texts[-1] in ("-", "+") and _is_prefix_sign(texts, len(texts) - 1):
+                texts.pop()
+                space = spaced.pop()
+            text = "?"
+        texts.append(text)
+        spaced.append(space)
+        space = False
+    while texts and texts[-1] == ";":
+        texts.pop()
+        spaced.pop()
+    for i in range(len(texts) - 2, -1, -1):
+        brackets = _LISTS.get(texts[i])
+        if brackets is not None and texts[i + 1] == brackets[0]:
+            _collapse(texts, spaced, i + 1, brackets)
+    return _join(texts, spaced)
+
+
+_fingerprint_cached = lru_cache(maxsize=_CACHE_SIZE)(_fingerprint)
+
+
+def _is_prefix_sign(texts: list[str], i: int) -> bool:
+    """Whether the sign at ``texts[i]`` starts a literal rather than subtracting."""
+    if i == 0:
+        return True
+    before = texts[i - 1]
+    if before in KEYWORDS:
+        return before not in _OPERAND_KEYWORDS
+    if before in (")", "]", "?") or before[0] in "\"`":
+        return False
+    return not (before[0].isalnum() or before[0] in "_$")
+
+
+def _collapse(texts: list[str], spaced: list[bool], start: int, brackets: tuple[str, str]) -> None:
+    """Merge repeated items of the list opening at ``texts[start]``, in place.
+
+    For ``(``/``[`` lists (``IN``, ``ARRAY``) the items are between the brackets;
+    for ``VALUES`` they are the bracketed tuples that follow, comma-separated.
+    """
+    opening, closing = brackets
+    if texts[start - 1] == "VALUES":
+        items: list[tuple[int, int]] = []
+        i = start
+        while i < len(texts) and texts[i] == opening:
+            end = _matching(texts, i, opening, closing)
+            items.append((i, end + 1))
+            i = end + 2 if end + 1 < len(texts) and texts[end + 1] == "," else len(texts) + 1
+        _dedupe(texts, spaced, items)
+        return
+    end = _matching(texts, start, opening, closing)
+    items = []
+    depth = 0
+    first = start + 1
+    for i in range(start + 1, end):
+        text = texts[i]
+        if text in ("(", "["):
+            depth += 1
+        elif text in (")", "]"):
+            depth -= 1
+        elif text == "," and depth == 0:
+            items.append((first, i))
+            first = i + 1
+    items.append((first, end))
+    _dedupe(texts, spaced, items)
+
+
+def _matching(texts: list[str], start: int, opening: str, closing: str) -> int:
+    """The index of the bracket closing the one at ``start`` (or the last token)."""
+    depth = 0
+    for i in range(start, len(texts)):
+        if texts[i] == opening:
+            depth += 1
+        elif texts[i] == closing:
+            depth -= 1
+            if depth == 0:
+                return i
+    return len(texts) - 1
+
+
+def _dedupe(texts: list[str], spaced: list[bool], items: list[tuple[int, int]]) -> None:
+    """Delete each item (with the comma before it) that repeats the item before it."""
+    for (prev_start, prev_end), (start, end) in reversed(list(zip(items, items[1:], strict=False))):
+        if texts[prev_start:prev_end] == texts[start:end]:
+            del texts[prev_end:end]
+            del spaced[prev_end:end]
+
+
+def _join(texts: list[str], spaced: list[bool]) -> str:
+    parts: list[str] = []
+    previous = ""
+    for text, space in zip(texts, spaced, strict=True):
+        if parts and text not in (",", ")") and previous != "(" and (space or previous == ","):
+            parts.append(" ")
+        parts.append(text)
+        previous = text
+    return "".join(parts)

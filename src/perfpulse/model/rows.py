@@ -1,0 +1,205 @@
+"""Row layouts of the raw event tables, shared by ingest (which builds rows) and
+storage (which creates the tables and inserts the rows as columnar batches).
+
+A row is a plain tuple in the order of its layout's fields, so a batch of rows
+turns into columns with one ``zip(*rows)``. Types are logical: each storage
+backend maps them to its own column types.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+FieldType = Literal["ts", "str", "int", "float", "bool"]
+Layout = tuple[tuple[str, FieldType], ...]
+
+_ORIGIN: Layout = (
+    ("ts", "ts"),
+    ("service", "str"),
+    ("environment", "str"),
+    ("release", "str"),
+    ("host", "str"),
+)
+_RUM_ORIGIN: Layout = (
+    ("ts", "ts"),
+    ("view_id", "str"),
+    ("service", "str"),
+    ("environment", "str"),
+    ("release", "str"),
+    ("page", "str"),
+    ("device", "str"),
+)
+
+LAYOUTS: dict[str, Layout] = {
+    "http": _ORIGIN
+    + (
+        ("route", "str"),
+        ("method", "str"),
+        ("status", "int"),
+        ("duration_ms", "float"),
+        ("request_bytes", "int"),
+        ("response_bytes", "int"),
+        ("db_time_ms", "float"),
+        ("db_count", "int"),
+        ("cache_hits", "int"),
+        ("cache_misses", "int"),
+        ("exception", "str"),
+        ("request_id", "str"),
+        ("trace_id", "str"),
+    ),
+    "db": _ORIGIN
+    + (
+        ("fingerprint", "str"),
+        ("system", "str"),
+        ("duration_ms", "float"),
+        ("rows", "int"),
+        ("pool_wait_ms", "float"),
+        ("statement", "str"),
+        ("route", "str"),
+        ("error", "str"),
+        ("request_id", "str"),
+        ("trace_id", "str"),
+    ),
+    "cache": _ORIGIN
+    + (
+        ("cache", "str"),
+        ("op", "str"),
+        ("hit", "bool"),
+        ("duration_ms", "float"),
+        ("count", "int"),
+        ("route", "str"),
+        ("request_id", "str"),
+    ),
+    "resource": _ORIGIN
+    + (
+        ("pid", "int"),
+        ("process_cpu_pct", "float"),
+        ("process_rss_bytes", "float"),
+        ("process_threads", "float"),
+        ("process_fds", "float"),
+        ("process_read_bytes", "float"),
+        ("process_write_bytes", "float"),
+        ("host_cpu_pct", "float"),
+        ("host_mem_used_bytes", "float"),
+        ("host_mem_total_bytes", "float"),
+        ("host_disk_read_bytes", "float"),
+        ("host_disk_write_bytes", "float"),
+        ("host_net_sent_bytes", "float"),
+        ("host_net_recv_bytes", "float"),
+        ("cgroup_cpu_limit", "float"),
+        ("cgroup_mem_limit_bytes", "float"),
+    ),
+    "error": _ORIGIN
+    + (
+        ("type", "str"),
+        ("message", "str"),
+        ("route", "str"),
+        ("stack", "str"),
+        ("handled", "bool"),
+        ("request_id", "str"),
+        ("trace_id", "str"),
+    ),
+    "pool": _ORIGIN
+    + (
+        ("pool", "str"),
+        ("size", "int"),
+        ("checked_out", "int"),
+        ("overflow", "int"),
+        ("usage_pct", "float"),
+        ("wait_ms", "float"),
+        ("timeouts", "int"),
+    ),
+    "n_plus_one": _ORIGIN
+    + (
+        ("route", "str"),
+        ("fingerprint", "str"),
+        ("count", "int"),
+        ("total_ms", "float"),
+        ("request_id", "str"),
+    ),
+    "rum_view": _RUM_ORIGIN
+    + (
+        ("browser", "str"),
+        ("connection", "str"),
+        ("url", "str"),
+        ("soft", "bool"),
+        ("sample_rate", "float"),
+        ("nav_type", "str"),
+        ("dns_ms", "float"),
+        ("connect_ms", "float"),
+        ("tls_ms", "float"),
+        ("request_ms", "float"),
+        ("response_ms", "float"),
+        ("dom_interactive_ms", "float"),
+        ("dom_complete_ms", "float"),
+        ("load_ms", "float"),
+        ("transfer_bytes", "int"),
+        ("lt_count", "int"),
+        ("lt_total_ms", "float"),
+        ("tbt_ms", "float"),
+        ("lt_max_ms", "float"),
+        ("loaf_count", "int"),
+        ("loaf_total_ms", "float"),
+        ("worst_script", "str"),
+        ("worst_script_ms", "float"),
+        ("mem_used_bytes", "float"),
+        ("mem_total_bytes", "float"),
+        ("mem_limit_bytes", "float"),
+        ("mem_source", "str"),
+    ),
+    "rum_vital": _RUM_ORIGIN
+    + (
+        ("browser", "str"),
+        ("connection", "str"),
+        ("name", "str"),
+        ("value", "float"),
+        ("rating", "int"),
+        ("navigation_type", "str"),
+        ("attribution", "str"),
+    ),
+    "rum_resource": _RUM_ORIGIN
+    + (
+        ("type", "str"),
+        ("count", "int"),
+        ("transfer_bytes", "int"),
+        ("encoded_bytes", "int"),
+        ("decoded_bytes", "int"),
+        ("duration_ms", "float"),
+        ("cache_hits", "int"),
+        ("render_blocking", "int"),
+        ("third_party", "int"),
+    ),
+    "rum_largest": _RUM_ORIGIN
+    + (
+        ("url", "str"),
+        ("type", "str"),
+        ("transfer_bytes", "int"),
+        ("encoded_bytes", "int"),
+        ("decoded_bytes", "int"),
+        ("duration_ms", "float"),
+        ("cached", "bool"),
+        ("render_blocking", "bool"),
+        ("third_party", "bool"),
+    ),
+}
+
+Row = tuple[object, ...]
+
+
+def field_names(table: str) -> tuple[str, ...]:
+    return tuple(name for name, _ in LAYOUTS[table])
+
+
+class SpoolRecord(msgspec.Struct, array_like=True):
+    """What ingest appends to the spool for one accepted batch: the batch's
+    dedupe key, when it arrived, and its rows per raw table (MessagePack)."""
+
+    key: str
+    received: float
+    tables: dict[str, list[Row]]
+
+
+RECORD_ENCODER = msgspec.msgpack.Encoder()
+RECORD_DECODER = msgspec.msgpack.Decoder(SpoolRecord)

@@ -1,0 +1,228 @@
+"""The collector: one ASGI app that ingests, stores and answers queries.
+
+``create_app(settings)`` wires the parts in the order data flows — receiver →
+spool → writer → storage → query — and owns their life cycle: on start it
+replays what the spool still holds (so ``/healthz`` is green only once replay is
+done), on SIGTERM uvicorn stops accepting and finishes in-flight requests, then
+the writer drains the spool and the database is checkpointed and closed.
+
+Example::
+
+    app = create_app(Settings(data_dir=Path("data")))
+    uvicorn.run(app, host="127.0.0.1", port=8600)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from prometheus_client import generate_latest
+from prometheus_client.core import Metric
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from perfpulse.ingest.dedupe import RecentBatches
+from perfpulse.ingest.normalize import Normalizer
+from perfpulse.ingest.receiver import DEFAULT_MAX_BODY, Receiver
+from perfpulse.ingest.routes import RouteFolder
+from perfpulse.keys import Keys, bearer, matches
+from perfpulse.query.service import Query, QueryError
+from perfpulse.spool.file import FileSpool
+from perfpulse.store.duckdb.backend import DuckDBBackend
+from perfpulse.store.retention import DAY, Retention
+from perfpulse.store.writer import Writer
+from perfpulse.telemetry import CollectorMetrics, gauge
+
+log = logging.getLogger("perfpulse")
+STATIC = Path(__file__).parent / "web" / "static"
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything ``perfpulse serve`` can be told; defaults suit a laptop."""
+
+    data_dir: Path
+    keys: Keys | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    max_body: int = DEFAULT_MAX_BODY
+    spool_max_bytes: int = 1 << 30
+    fsync: Literal["always", "interval", "never"] = "always"
+    route_cap: int = 1000
+    retention: Retention = field(default_factory=Retention)
+    memory_limit: str = "512MB"
+    compact_every_s: float = 30.0
+    clock: Callable[[], float] = time.time
+
+
+class Collector:
+    """The running parts, built by the app's lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = s
+        if s.keys is None:
+            keys, generated = Keys.load(s.data_dir)
+            for name in generated:
+                log.warning("generated %s=%s (kept in %s)", name, getattr(keys, _ATTR[name]), s.data_dir / "keys.json")
+            s.keys = keys
+        self.keys = s.keys
+        self.metrics = CollectorMetrics()
+        self.backend = DuckDBBackend(
+            s.data_dir / "perfpulse.duckdb", retention=s.retention, memory_limit=s.memory_limit
+        )
+        self.spool = FileSpool(s.data_dir / "spool", max_bytes=s.spool_max_bytes, fsync=s.fsync)
+        self.writer = Writer(
+            self.spool, self.backend, self.metrics, compact_every_s=s.compact_every_s, clock=s.clock
+        )
+        self.writer.drain()  # replay what the spool holds before accepting anything new
+        folder = RouteFolder(cap=s.route_cap)
+        for service, routes in self.backend.known_routes().items():
+            folder.seed(service, routes)
+        self.folder = folder
+        recent = RecentBatches()
+        recent.seed(self.backend.recent_batches(s.clock() - recent.window_s))
+        self.receiver = Receiver(
+            keys=self.keys,
+            allowed_origins=s.allowed_origins,
+            spool=self.spool,
+            normalizer=Normalizer(folder=folder, raw_retention_s=s.retention.raw_s, clock=s.clock),
+            recent=recent,
+            metrics=self.metrics,
+            clock=s.clock,
+            max_body=s.max_body,
+        )
+        self.query = Query(self.backend, clock=s.clock)
+        self.metrics.live(self._live_metrics)
+        self.writer.start()
+
+    def _live_metrics(self) -> Iterable[Metric]:
+        st = self.spool.stats()
+        yield gauge("perfpulse_spool_bytes", "Spool bytes not yet stored.", st.bytes)
+        yield gauge("perfpulse_spool_depth", "Spool records not yet stored.", st.depth)
+        yield gauge(
+            "perfpulse_spool_corrupt_records", "Torn or corrupt spool records dropped at start.",
+            st.corrupt_records,
+        )
+        yield gauge("perfpulse_routes_folded", "Events whose route or page folded into 'other'.", self.folder.folded_total)
+        for table, n in self.backend.row_counts().items():
+            yield gauge("perfpulse_table_rows", "Rows per table.", n, {"table": table})
+
+    async def close(self) -> None:
+        self.writer.stop()
+        await self.spool.close()
+        self.backend.close()
+
+
+_ATTR = {
+    "PERFPULSE_INGEST_KEY": "ingest_key",
+    "PERFPULSE_PUBLIC_KEY": "public_key",
+    "PERFPULSE_READ_TOKEN": "read_token",
+}
+
+
+def _reader(
+    collector: Callable[[], Collector], answer: Callable[[Query, dict[str, str]], dict[str, Any]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A read-token-protected query endpoint; QueryError becomes a 400."""
+
+    async def endpoint(request: Request) -> Response:
+        c = collector()
+        token = bearer(request.headers.get("authorization"))
+        if token is None:
+            return JSONResponse({"error": "missing read token"}, status_code=401)
+        if not matches(token, c.keys.read_token):
+            return JSONResponse({"error": "wrong read token"}, status_code=403)
+        params = dict(request.query_params)
+        try:
+            body = await run_in_threadpool(answer, c.query, params)
+        except QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(body)
+
+    return endpoint
+
+
+def create_app(settings: Settings) -> Starlette:
+    state: dict[str, Collector] = {}
+
+    def collector() -> Collector:
+        return state["c"]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state["c"] = await run_in_threadpool(Collector, settings)
+        try:
+            yield
+        finally:
+            await state.pop("c").close()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok" if "c" in state else "starting"}, 200 if "c" in state else 503)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(
+            generate_latest(collector().metrics.registry),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    async def events(request: Request) -> Response:
+        return await collector().receiver.events(request)
+
+    async def rum(request: Request) -> Response:
+        return await collector().receiver.rum(request)
+
+    async def rum_preflight(request: Request) -> Response:
+        return await collector().receiver.rum_preflight(request)
+
+    async def rum_js(request: Request) -> Response:
+        path = STATIC / "rum.js"
+        if not path.exists():
+            return JSONResponse({"error": "browser agent not built (make demo builds it)"}, 404)
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()[:12]
+        wanted = request.path_params.get("version")
+        if wanted is None:
+            return RedirectResponse(f"/rum.{digest}.js", status_code=302)
+        if wanted != digest:
+            return RedirectResponse(f"/rum.{digest}.js", status_code=302)
+        return Response(
+            data,
+            media_type="text/javascript; charset=utf-8",
+            headers={
+                "Cache-Control": "public, max-age=31536000, immutable",
+                "Access-Control-Allow-Origin": "*",
+            },
+        )
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/v1/events", events, methods=["POST"]),
+        Route("/api/v1/rum", rum, methods=["POST"]),
+        Route("/api/v1/rum", rum_preflight, methods=["OPTIONS"]),
+        Route("/rum.js", rum_js),
+        Route("/rum.{version}.js", rum_js),
+        Route("/api/v1/percentiles", _reader(collector, Query.percentiles)),
+        Route("/api/v1/timeseries", _reader(collector, Query.timeseries)),
+        Route("/api/v1/top", _reader(collector, Query.top)),
+        Route("/api/v1/vitals", _reader(collector, Query.vitals)),
+        Route("/api/v1/rum/views", _reader(collector, Query.views)),
+        Route("/api/v1/metrics", _reader(collector, lambda q, p: Query.catalog())),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.collector = collector
+    return app
+
+
+__all__ = ["DAY", "Collector", "Settings", "create_app"]

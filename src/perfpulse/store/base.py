@@ -1,0 +1,95 @@
+"""The storage backend interface: what ingest, the writer and query may ask of it.
+
+All SQL lives behind this Protocol (``store/duckdb`` today, ClickHouse later), so
+nothing outside the storage package knows a table name or a dialect. The
+embedded backend with ``path=None`` keeps everything in memory, which is what
+unit tests of other parts use.
+
+Reads are phrased as a :class:`SketchQuery`: a metric, a window, group-by
+dimensions, filters and quantiles, optionally cut into time steps. The backend
+answers with merged sketches per group (:class:`SketchGroup`); quantiles are
+nearest-rank values read from the merged log-bucket counts
+(:mod:`perfpulse.sketch`), so any window merges exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from perfpulse.model.catalog import Metric
+from perfpulse.model.rows import Row
+
+
+@dataclass(slots=True)
+class Flush:
+    """One writer transaction: rows per raw table, the batch ids they came from,
+    and the spool sequence number they cover (the new checkpoint)."""
+
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+    batches: list[tuple[float, str]] = field(default_factory=list)
+    checkpoint: int = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(len(rows) for rows in self.tables.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SketchQuery:
+    """A percentile question. ``step`` (seconds) asks for one group per time step."""
+
+    metric: Metric
+    start: float
+    end: float
+    by: tuple[str, ...] = ()
+    filters: tuple[tuple[str, str], ...] = ()
+    qs: tuple[float, ...] = (0.5, 0.95, 0.99)
+    step: int | None = None
+
+
+@dataclass(slots=True)
+class SketchGroup:
+    """One group's merged sketch: ``key`` holds the ``by`` values in order."""
+
+    key: tuple[str | None, ...]
+    count: int
+    sum: float
+    outcomes: dict[int, int]
+    quantiles: dict[float, float | None]
+    time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which tables answered a query (for tests and the ``explain`` flag)."""
+
+    raw: bool
+    minute: bool
+    hour: bool
+
+
+class Backend(Protocol):
+    """Storage. Writes come from one writer thread; reads from any thread."""
+
+    def write(self, flush: Flush) -> None: ...
+
+    def checkpoint(self) -> int: ...
+
+    def recent_batches(self, since: float) -> list[str]: ...
+
+    def known_routes(self) -> dict[str, set[str]]: ...
+
+    def compact(self) -> int: ...
+
+    def enforce_retention(self, now: float) -> dict[str, int]: ...
+
+    def sketch(self, query: SketchQuery) -> tuple[list[SketchGroup], Plan]: ...
+
+    def views(
+        self, start: float, end: float, limit: int, filters: dict[str, str]
+    ) -> list[dict[str, Any]]: ...
+
+    def row_counts(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,133 @@
+"""The single writer: drains the spool into storage, one transaction per flush.
+
+It is the only thread that writes to the backend. Each flush takes every record
+after the stored checkpoint (up to a row budget), writes their rows, their batch
+ids and the new checkpoint in one transaction, and only then lets the spool
+forget them — so after a crash, replay from the checkpoint stores each
+acknowledged batch exactly once. Between flushes it merges rollup rows
+(``compact``) and enforces retention.
+
+A failing write is retried with backoff and counted; it never kills the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from perfpulse.model.rows import RECORD_DECODER
+from perfpulse.spool import Spool
+from perfpulse.store.base import Backend, Flush
+from perfpulse.telemetry import CollectorMetrics
+
+log = logging.getLogger("perfpulse.writer")
+
+
+class Writer:
+    """Runs :meth:`drain` in a background thread; :meth:`stop` drains what is left."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        backend: Backend,
+        metrics: CollectorMetrics,
+        *,
+        max_records: int = 2_000,
+        max_bytes: int = 32 << 20,
+        compact_every_s: float = 30.0,
+        retention_every_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool = spool
+        self.backend = backend
+        self.metrics = metrics
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.compact_every_s = compact_every_s
+        self.retention_every_s = retention_every_s
+        self.clock = clock
+        self.checkpoint = backend.checkpoint()
+        self.corrupt_records = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_compact = time.monotonic()
+        self._last_retention = 0.0
+        spool.commit(self.checkpoint)
+
+    def drain(self) -> int:
+        """Write everything the spool holds now; returns the rows written."""
+        written = 0
+        while True:
+            n = self.flush_once()
+            if n < 0:
+                return written
+            written += n
+
+    def flush_once(self) -> int:
+        """One transaction; -1 when the spool had nothing after the checkpoint."""
+        records = self.spool.read(self.checkpoint, self.max_records, self.max_bytes)
+        if not records:
+            return -1
+        flush = Flush(checkpoint=records[-1][0])
+        tables = flush.tables
+        for _seq, payload in records:
+            try:
+                record = RECORD_DECODER.decode(payload)
+            except msgspec.DecodeError:
+                self.corrupt_records += 1
+                self.metrics.events_rejected.labels("corrupt_spool_record").inc()
+                continue
+            flush.batches.append((record.received, record.key))
+            for table, rows in record.tables.items():
+                if table in tables:
+                    tables[table].extend(rows)
+                else:
+                    tables[table] = list(rows)
+        started = time.perf_counter()
+        self.backend.write(flush)
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        self.metrics.flush_rows.inc(flush.rows)
+        self.checkpoint = flush.checkpoint
+        self.spool.commit(self.checkpoint)
+        return flush.rows
+
+    def maintain(self, force: bool = False) -> None:
+        """Compaction and retention, when they are due."""
+        now = time.monotonic()
+        if force or now - self._last_compact >= self.compact_every_s:
+            self._last_compact = now
+            self.backend.compact()
+        if force or now - self._last_retention >= self.retention_every_s:
+            self._last_retention = now
+            self.backend.enforce_retention(self.clock())
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                if self.flush_once() < 0:
+                    self.maintain()
+                    self.spool.wait(0.25)
+                backoff = 0.05
+            except Exception:
+                self.metrics.writer_errors.inc()
+                log.exception("storage write failed; retrying in %.2fs", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="perfpulse-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, then write whatever is still in the spool."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.drain()
+        self.maintain(force=True)
