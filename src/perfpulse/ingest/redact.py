@@ -69,8 +69,8 @@ def redact_url(url: str) -> str:
 
 
 def _redact(url: str) -> str:
-    url = url.strip()
     head, _, query = url.partition("#")[0].partition("?")
+    head, query = head.strip(), query.strip()
 
     prefix = ""
     match = _SCHEME.match(head)

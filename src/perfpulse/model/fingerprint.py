@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import pairwise
 
 __all__ = ["KEYWORDS", "fingerprint_sql", "redact_statement"]
 
@@ -68,7 +69,7 @@ KEYWORDS = frozenset(
     RETURNING RIGHT ROLLBACK ROW ROWS SAVEPOINT SELECT SET SHARE SIMILAR SKIP SOME
     START TABLE THEN TO TRAILING TRANSACTION TRUNCATE UNION UNIQUE UPDATE USING
     VALUES WHEN WHERE WINDOW WITH
-    """.split()
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
 #: Statements longer than this are fingerprinted without the cache, which bounds
@@ -80,7 +81,6 @@ _BOOLEANS = frozenset({"TRUE", "FALSE"})
 # Keywords after which a sign is a subtraction, not part of a literal: ``END - 1``.
 _OPERAND_KEYWORDS = frozenset(
     {"END", "NULL", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "CURRENT_USER"}
-    | {"LOCALTIME", "LOCALTIMESTAMP"}
 )
 _LISTS = {"IN": ("(", ")"), "VALUES": ("(", ")"), "ARRAY": ("[", "]")}
 
@@ -93,7 +93,7 @@ _TOKENS = r"""
   | (?P<quoted>"[^"]*(?:""[^"]*)*"|`[^`]*(?:``[^`]*)*`)
   | (?P<open_quoted>["`].*)
   | (?P<param>\$[0-9]+|%\([^()\s]*\)s|%s|(?<!:):[A-Za-z_][A-Za-z0-9_]*|\?)
-  | (?P<number>0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
+  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<word>[^\W\d][\w$]*)
   | (?P<op>::|<=|>=|<>|!=|\|\||->>|->|.)
 """
@@ -104,7 +104,7 @@ _ESCAPED = re.compile(
 _STANDARD = re.compile(_TOKENS.replace("{string}", r"'[^']*(?:''[^']*)*'"), re.VERBOSE | re.DOTALL)
 _LITERALS = frozenset({"string", "open_string", "dollar", "number", "open_quoted"})
 
-Token = tuple[str, str]  # (kind, text)
+_Token = tuple[str, str]  # (kind, text)
 
 
 def fingerprint_sql(statement: str) -> str:
@@ -140,7 +140,7 @@ def redact_statement(statement: str) -> str:
     return "".join(out)
 
 
-def _tokenize(statement: str) -> list[Token]:
+def _tokenize(statement: str) -> list[_Token]:
     """Split ``statement`` into (kind, text) tokens, choosing how strings end."""
     tokens = [(m.lastgroup or "op", m.group()) for m in _ESCAPED.finditer(statement)]
     if any(kind == "open_string" for kind, _ in tokens):
@@ -158,14 +158,14 @@ def _fingerprint(statement: str) -> str:
         if kind == "space" or kind == "comment":
             space = True
             continue
-        if kind == "word":
+        literal = kind == "param" or kind in _LITERALS
+        if kind == "word" and (not texts or texts[-1] != "."):  # ``t.order`` is a column
             upper = text.upper()
-            if upper in _BOOLEANS:
-                kind = "number"
-            elif upper in KEYWORDS and (not texts or texts[-1] != "."):
+            if upper in KEYWORDS:
                 text = upper
-        if kind == "param" or kind in _LITERALS:
-            if texts and texts[-1] in ("-", "+") and _is_prefix_sign(texts, len(texts) - 1):
+            literal = upper in _BOOLEANS
+        if literal:
+            while texts and texts[-1] in ("-", "+") and _is_prefix_sign(texts, len(texts) - 1):
                 texts.pop()
                 space = spaced.pop()
             text = "?"
@@ -192,7 +192,7 @@ def _is_prefix_sign(texts: list[str], i: int) -> bool:
     before = texts[i - 1]
     if before in KEYWORDS:
         return before not in _OPERAND_KEYWORDS
-    if before in (")", "]", "?") or before[0] in "\"`":
+    if before in (")", "]", "?") or before[0] in '"`':
         return False
     return not (before[0].isalnum() or before[0] in "_$")
 
@@ -245,7 +245,7 @@ def _matching(texts: list[str], start: int, opening: str, closing: str) -> int:
 
 def _dedupe(texts: list[str], spaced: list[bool], items: list[tuple[int, int]]) -> None:
     """Delete each item (with the comma before it) that repeats the item before it."""
-    for (prev_start, prev_end), (start, end) in reversed(list(zip(items, items[1:], strict=False))):
+    for (prev_start, prev_end), (start, end) in reversed(list(pairwise(items))):
         if texts[prev_start:prev_end] == texts[start:end]:
             del texts[prev_end:end]
             del spaced[prev_end:end]

@@ -443,7 +443,8 @@ class FileSpool:
                 if part.file is None:
                     part.file = self._opener(part.segment.path)
                 data = memoryview(b"".join(part.chunks))
-                data = data[part.file.write(data) :]
+                while data:
+                    data = data[part.file.write(data) :]
                 if i < len(parts) - 1 and self._policy != "never":
                     self._fsync(part.file.fileno())  # a finished segment
             last = parts[-1].file
