@@ -51,8 +51,19 @@ class Server:
             "PERFPULSE_READ_TOKEN": READ_TOKEN,
             "PERFPULSE_ALLOWED_ORIGINS": ORIGIN,
         }
-        cmd = [sys.executable, "-m", "perfpulse.cli", "serve", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--log-level", "warning", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "perfpulse.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+            *self.args,
+        ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -92,7 +103,9 @@ class Server:
 
     # --- client helpers ---------------------------------------------------------
 
-    def send(self, batch: dict[str, Any], *, key: str | None = INGEST_KEY, gz: bool = False) -> httpx.Response:
+    def send(
+        self, batch: dict[str, Any], *, key: str | None = INGEST_KEY, gz: bool = False
+    ) -> httpx.Response:
         body = json.dumps(batch).encode()
         headers = {"Content-Type": "application/json"}
         if key is not None:
@@ -102,7 +115,9 @@ class Server:
             headers["Content-Encoding"] = "gzip"
         return httpx.post(f"{self.url}/api/v1/events", content=body, headers=headers, timeout=10)
 
-    def beacon(self, beacon: dict[str, Any], *, key: str | None = PUBLIC_KEY, origin: str | None = ORIGIN) -> httpx.Response:
+    def beacon(
+        self, beacon: dict[str, Any], *, key: str | None = PUBLIC_KEY, origin: str | None = ORIGIN
+    ) -> httpx.Response:
         headers = {"Content-Type": "text/plain"}
         if origin:
             headers["Origin"] = origin
@@ -113,12 +128,20 @@ class Server:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)
 
-    def wait_stored(self, metric: str = "http.server.duration", count: int = 1, timeout: float = 10.0, **params: Any) -> dict[str, Any]:
+    def wait_stored(
+        self,
+        metric: str = "http.server.duration",
+        count: int = 1,
+        timeout: float = 10.0,
+        **params: Any,
+    ) -> dict[str, Any]:
         """Poll the percentiles API until ``count`` values are visible."""
         deadline = time.monotonic() + timeout
         body: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            r = self.get("/api/v1/percentiles", metric=metric, **{"from": time.time() - 7200}, **params)
+            r = self.get(
+                "/api/v1/percentiles", metric=metric, **{"from": time.time() - 7200}, **params
+            )
             body = r.json()
             if r.status_code == 200 and sum(g["count"] for g in body["groups"]) >= count:
                 return body
@@ -137,14 +160,27 @@ class Server:
         return total
 
 
-def http_batch(n: int = 3, *, ts: float | None = None, service: str = "checkout", **overrides: Any) -> dict[str, Any]:
+def http_batch(
+    n: int = 3, *, ts: float | None = None, service: str = "checkout", **overrides: Any
+) -> dict[str, Any]:
     now = time.time() if ts is None else ts
     events = [
-        {"kind": "http", "ts": now, "route": "/users/{id}", "method": "GET", "status": 200,
-         "duration_ms": 10.0 + i, **overrides}
+        {
+            "kind": "http",
+            "ts": now,
+            "route": "/users/{id}",
+            "method": "GET",
+            "status": 200,
+            "duration_ms": 10.0 + i,
+            **overrides,
+        }
         for i in range(n)
     ]
-    return {"batch_id": uuid.uuid4().hex, "resource": {"service": service, "release": "1.0"}, "events": events}
+    return {
+        "batch_id": uuid.uuid4().hex,
+        "resource": {"service": service, "release": "1.0"},
+        "events": events,
+    }
 
 
 def beacon(**overrides: Any) -> dict[str, Any]:
@@ -156,7 +192,11 @@ def beacon(**overrides: Any) -> dict[str, Any]:
         "browser": "chrome",
         "connection": "4g",
         "vitals": [
-            {"name": "LCP", "value": 2100.0, "attribution": {"element": "img.hero", "url": "https://cdn.example/a.jpg?sig=xyz"}},
+            {
+                "name": "LCP",
+                "value": 2100.0,
+                "attribution": {"element": "img.hero", "url": "https://cdn.example/a.jpg?sig=xyz"},
+            },
             {"name": "CLS", "value": 0.05},
             {"name": "INP", "value": 180.0},
         ],

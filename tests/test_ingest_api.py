@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from conftest import INGEST_KEY, ORIGIN, PUBLIC_KEY, READ_TOKEN, Server, beacon, http_batch
 
 WRONG = "definitely-not-a-key"
@@ -72,7 +73,9 @@ def test_auth_matrix(server: Server) -> None:
 
 
 def stored_http_count(server: Server) -> int:
-    r = server.get("/api/v1/percentiles", metric="http.server.duration", **{"from": time.time() - 7200})
+    r = server.get(
+        "/api/v1/percentiles", metric="http.server.duration", **{"from": time.time() - 7200}
+    )
     return sum(g["count"] for g in r.json()["groups"])
 
 
@@ -86,7 +89,11 @@ def settle(server: Server) -> None:
 
 BAD_BATCHES: list[tuple[str, Any, str | None]] = [
     ("not json", b"{nope", None),
-    ("events not a list", {"batch_id": "b", "resource": {"service": "s"}, "events": {}}, "$.events"),
+    (
+        "events not a list",
+        {"batch_id": "b", "resource": {"service": "s"}, "events": {}},
+        "$.events",
+    ),
     ("missing batch_id", {"resource": {"service": "s"}, "events": []}, "$.batch_id"),
     ("mistyped status", "status", "$.events[1].status"),
     ("unknown kind", "kind", "$.events[1].kind"),
@@ -95,7 +102,9 @@ BAD_BATCHES: list[tuple[str, Any, str | None]] = [
 
 
 @pytest.mark.parametrize(("name", "body", "field"), BAD_BATCHES, ids=[b[0] for b in BAD_BATCHES])
-def test_malformed_batch_is_refused_whole(server: Server, name: str, body: Any, field: str | None) -> None:
+def test_malformed_batch_is_refused_whole(
+    server: Server, name: str, body: Any, field: str | None
+) -> None:
     if isinstance(body, str):
         batch = http_batch(3)
         if body == "status":
@@ -109,7 +118,11 @@ def test_malformed_batch_is_refused_whole(server: Server, name: str, body: Any, 
         raw = body
     else:
         raw = json.dumps(body).encode()
-    r = httpx.post(f"{server.url}/api/v1/events", content=raw, headers={"Authorization": f"Bearer {INGEST_KEY}"})
+    r = httpx.post(
+        f"{server.url}/api/v1/events",
+        content=raw,
+        headers={"Authorization": f"Bearer {INGEST_KEY}"},
+    )
     assert r.status_code == 400
     answer = r.json()
     assert answer["error"]
@@ -131,16 +144,30 @@ def test_body_limits_and_gzip(tmp_path: Any) -> None:
         r = httpx.post(f"{server.url}/api/v1/events", content=big, headers=auth)
         assert r.status_code == 413
         # streamed without Content-Length: cut off once past the limit
-        r = httpx.post(f"{server.url}/api/v1/events", content=iter([big[i : i + 8192] for i in range(0, len(big), 8192)]), headers=auth)
+        r = httpx.post(
+            f"{server.url}/api/v1/events",
+            content=iter([big[i : i + 8192] for i in range(0, len(big), 8192)]),
+            headers=auth,
+        )
         assert r.status_code == 413
         # a small gzip body that inflates past the limit: a gzip bomb
         bomb = gzip.compress(b'{"batch_id":"x","events":[' + b" " * (10 << 20) + b"]}")
         assert len(bomb) < 64 * 1024
-        r = httpx.post(f"{server.url}/api/v1/events", content=bomb, headers={**auth, "Content-Encoding": "gzip"})
+        r = httpx.post(
+            f"{server.url}/api/v1/events",
+            content=bomb,
+            headers={**auth, "Content-Encoding": "gzip"},
+        )
         assert r.status_code == 413
-        r = httpx.post(f"{server.url}/api/v1/events", content=b"not gzip", headers={**auth, "Content-Encoding": "gzip"})
+        r = httpx.post(
+            f"{server.url}/api/v1/events",
+            content=b"not gzip",
+            headers={**auth, "Content-Encoding": "gzip"},
+        )
         assert r.status_code == 400
-        r = httpx.post(f"{server.url}/api/v1/events", content=b"{}", headers={**auth, "Content-Encoding": "br"})
+        r = httpx.post(
+            f"{server.url}/api/v1/events", content=b"{}", headers={**auth, "Content-Encoding": "br"}
+        )
         assert r.status_code == 415
         # a good gzip batch is accepted
         r = server.send(http_batch(4), gz=True)
@@ -195,7 +222,10 @@ def test_beacon_origin_rules_and_cors(server: Server) -> None:
     assert r.status_code == 403
     r = server.beacon(beacon(), origin=None)
     assert r.status_code == 403
-    pre = httpx.options(f"{server.url}/api/v1/rum?key={PUBLIC_KEY}", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    pre = httpx.options(
+        f"{server.url}/api/v1/rum?key={PUBLIC_KEY}",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
     assert pre.status_code == 204
     assert pre.headers["access-control-allow-origin"] == ORIGIN
     assert "Origin" in pre.headers["vary"]
@@ -232,7 +262,14 @@ def test_route_cap_folds_into_other(tmp_path: Any) -> None:
         batch = http_batch(0)
         now = time.time()
         batch["events"] = [
-            {"kind": "http", "ts": now, "route": f"/page-{name}", "method": "GET", "status": 200, "duration_ms": 1.0}
+            {
+                "kind": "http",
+                "ts": now,
+                "route": f"/page-{name}",
+                "method": "GET",
+                "status": 200,
+                "duration_ms": 1.0,
+            }
             for name in ("a", "b", "c", "d", "e")
         ]
         assert server.send(batch).status_code == 202
@@ -256,6 +293,9 @@ def test_metrics_endpoint_reports_what_happened(server: Server) -> None:
     assert server.send(http_batch(1), key=WRONG).status_code == 403
     settle(server)
     assert server.metric_value('perfpulse_events_accepted_total{endpoint="events"}') == 3
-    assert server.metric_value('perfpulse_requests_rejected_total{endpoint="events",reason="bad_key"}') == 1
+    assert (
+        server.metric_value('perfpulse_requests_rejected_total{endpoint="events",reason="bad_key"}')
+        == 1
+    )
     assert server.metric_value('perfpulse_table_rows{table="http"}') == 3
     assert server.metric_value("perfpulse_writer_flush_seconds_count") >= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -85,6 +86,8 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(_settings(args))
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0 after a clean drain.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         app,
         host=args.host,
@@ -181,10 +184,7 @@ def render(question: str, body: dict[str, Any]) -> str:
             m = g["metrics"]
             rows.append(
                 [*(g["key"][d] for d in dims)]
-                + [
-                    f"{_fmt(m[n]['p75'])} {m[n]['rating']}" if n in m else "–"
-                    for n in names
-                ]
+                + [f"{_fmt(m[n]['p75'])} {m[n]['rating']}" if n in m else "–" for n in names]
                 + ["yes" if g["passes"] else ("no" if g["passes"] is False else "–")]
             )
         return table([*dims, *(f"{n} p75" for n in names), "passes"], rows)

@@ -36,7 +36,9 @@ class DemoRoute:
 
 ROUTES = (
     DemoRoute("/", "GET", 18, 0.4, 30, 0.001, ("SELECT * FROM pages WHERE slug = 'home'",)),
-    DemoRoute("/products/{id}", "GET", 35, 0.5, 25, 0.002, ("SELECT * FROM products WHERE id = 7",)),
+    DemoRoute(
+        "/products/{id}", "GET", 35, 0.5, 25, 0.002, ("SELECT * FROM products WHERE id = 7",)
+    ),
     DemoRoute(
         "/orders/{id}",
         "GET",
@@ -47,8 +49,12 @@ ROUTES = (
         # the N+1: one order, then each line item on its own
         ("SELECT * FROM orders WHERE id = 1",) + ("SELECT * FROM items WHERE order_id = 1",) * 8,
     ),
-    DemoRoute("/search", "GET", 240, 0.7, 8, 0.01, ("SELECT * FROM products WHERE name LIKE '%x%'",)),
-    DemoRoute("/checkout/pay", "POST", 420, 0.5, 3, 0.03, ("UPDATE orders SET paid = true WHERE id = 3",)),
+    DemoRoute(
+        "/search", "GET", 240, 0.7, 8, 0.01, ("SELECT * FROM products WHERE name LIKE '%x%'",)
+    ),
+    DemoRoute(
+        "/checkout/pay", "POST", 420, 0.5, 3, 0.03, ("UPDATE orders SET paid = true WHERE id = 3",)
+    ),
     DemoRoute("/api/cart", "POST", 25, 0.4, 12, 0.002, ("INSERT INTO carts VALUES (1, 2)",)),
     DemoRoute("/health", "GET", 1.5, 0.2, 5, 0.0, ()),
 )
@@ -189,12 +195,21 @@ class Workload:
         slow = 1.8 if device == "mobile" else 1.0
         page = rng.choice(PAGES)
         vitals = [
-            {"name": "LCP", "value": _lognormal(rng, 1700 * slow, 0.45),
-             "attribution": {"element": "main > img.hero", "url": f"{origin}/img/hero.jpg?v=3"}},
-            {"name": "INP", "value": _lognormal(rng, 110 * slow, 0.6),
-             "attribution": {"target": "button#add-to-cart", "type": "pointer"}},
-            {"name": "CLS", "value": max(0.0, rng.gauss(0.06, 0.05)),
-             "attribution": {"target": "div.banner"}},
+            {
+                "name": "LCP",
+                "value": _lognormal(rng, 1700 * slow, 0.45),
+                "attribution": {"element": "main > img.hero", "url": f"{origin}/img/hero.jpg?v=3"},
+            },
+            {
+                "name": "INP",
+                "value": _lognormal(rng, 110 * slow, 0.6),
+                "attribution": {"target": "button#add-to-cart", "type": "pointer"},
+            },
+            {
+                "name": "CLS",
+                "value": max(0.0, rng.gauss(0.06, 0.05)),
+                "attribution": {"target": "div.banner"},
+            },
             {"name": "FCP", "value": _lognormal(rng, 1100 * slow, 0.4)},
             {"name": "TTFB", "value": _lognormal(rng, 380, 0.5)},
             {"name": "FID", "value": _lognormal(rng, 12 * slow, 0.8)},
@@ -208,27 +223,61 @@ class Workload:
             "browser": _pick(rng, BROWSERS),
             "connection": rng.choice(CONNECTIONS),
             "vitals": vitals,
-            "nav": {"type": "navigate", "dns_ms": rng.uniform(0, 30), "connect_ms": rng.uniform(5, 40),
-                    "tls_ms": rng.uniform(5, 30), "request_ms": _lognormal(rng, 300, 0.5),
-                    "response_ms": rng.uniform(5, 80), "dom_interactive_ms": _lognormal(rng, 900, 0.4),
-                    "dom_complete_ms": _lognormal(rng, 1800, 0.4), "load_ms": _lognormal(rng, 2000, 0.4)},
+            "nav": {
+                "type": "navigate",
+                "dns_ms": rng.uniform(0, 30),
+                "connect_ms": rng.uniform(5, 40),
+                "tls_ms": rng.uniform(5, 30),
+                "request_ms": _lognormal(rng, 300, 0.5),
+                "response_ms": rng.uniform(5, 80),
+                "dom_interactive_ms": _lognormal(rng, 900, 0.4),
+                "dom_complete_ms": _lognormal(rng, 1800, 0.4),
+                "load_ms": _lognormal(rng, 2000, 0.4),
+            },
             "resources": [
-                {"type": "script", "count": 6, "transfer_bytes": 184_000, "encoded_bytes": 180_000,
-                 "decoded_bytes": 620_000, "duration_ms": 420.0, "cache_hits": 2, "render_blocking": 1,
-                 "third_party": 2},
-                {"type": "image", "count": 14, "transfer_bytes": 910_000, "encoded_bytes": 905_000,
-                 "decoded_bytes": 905_000, "duration_ms": 1900.0, "cache_hits": 5, "third_party": 1},
-                {"type": "font", "count": 2, "transfer_bytes": 48_000, "encoded_bytes": 48_000,
-                 "decoded_bytes": 48_000, "duration_ms": 120.0},
+                {
+                    "type": "script",
+                    "count": 6,
+                    "transfer_bytes": 184_000,
+                    "encoded_bytes": 180_000,
+                    "decoded_bytes": 620_000,
+                    "duration_ms": 420.0,
+                    "cache_hits": 2,
+                    "render_blocking": 1,
+                    "third_party": 2,
+                },
+                {
+                    "type": "image",
+                    "count": 14,
+                    "transfer_bytes": 910_000,
+                    "encoded_bytes": 905_000,
+                    "decoded_bytes": 905_000,
+                    "duration_ms": 1900.0,
+                    "cache_hits": 5,
+                    "third_party": 1,
+                },
+                {
+                    "type": "font",
+                    "count": 2,
+                    "transfer_bytes": 48_000,
+                    "encoded_bytes": 48_000,
+                    "decoded_bytes": 48_000,
+                    "duration_ms": 120.0,
+                },
             ],
-            "long_tasks": {"count": rng.randint(0, 6), "total_ms": rng.uniform(0, 600),
-                           "tbt_ms": rng.uniform(0, 300), "max_ms": rng.uniform(50, 250)},
+            "long_tasks": {
+                "count": rng.randint(0, 6),
+                "total_ms": rng.uniform(0, 600),
+                "tbt_ms": rng.uniform(0, 300),
+                "max_ms": rng.uniform(50, 250),
+            },
             "memory": {"used_bytes": rng.gauss(24e6, 4e6), "source": "performance.memory"},
         }
 
 
-def _generate(base: str, ingest_key: str, origin: str, public_key: str, rate: float,
-              stop: threading.Event) -> None:
+def _generate(
+    base: str, ingest_key: str, origin: str, public_key: str, rate: float, stop: threading.Event
+) -> None:
     work = Workload()
     with httpx.Client(base_url=base, timeout=10) as client:
         while not stop.is_set():
@@ -275,8 +324,10 @@ def run_demo(settings: Any, *, host: str, port: int, rate: float) -> int:
     print(f"  read token:  {keys.read_token}")
     print(f"  ingest key:  {keys.ingest_key}")
     print(f"  public key:  {keys.public_key}")
-    print(f"  try: perfpulse query percentiles --metric http.server.duration --by route "
-          f"--data-dir {settings.data_dir}")
+    print(
+        f"  try: perfpulse query percentiles --metric http.server.duration --by route "
+        f"--data-dir {settings.data_dir}"
+    )
     stop = threading.Event()
     thread = threading.Thread(
         target=_generate,
@@ -286,7 +337,9 @@ def run_demo(settings: Any, *, host: str, port: int, rate: float) -> int:
     )
     thread.start()
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level="warning", access_log=False
+        )
     finally:
         stop.set()
         thread.join(timeout=5)

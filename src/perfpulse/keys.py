@@ -37,9 +37,7 @@ class Keys:
     read_token: str
 
     @classmethod
-    def load(
-        cls, data_dir: Path, env: Mapping[str, str] | None = None
-    ) -> tuple[Keys, list[str]]:
+    def load(cls, data_dir: Path, env: Mapping[str, str] | None = None) -> tuple[Keys, list[str]]:
         """Keys from ``env`` (default: the process environment), else the data dir,
         else new ones. Returns the keys and the names that were just generated."""
         env = os.environ if env is None else env

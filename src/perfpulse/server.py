@@ -74,7 +74,12 @@ class Collector:
         if s.keys is None:
             keys, generated = Keys.load(s.data_dir)
             for name in generated:
-                log.warning("generated %s=%s (kept in %s)", name, getattr(keys, _ATTR[name]), s.data_dir / "keys.json")
+                log.warning(
+                    "generated %s=%s (kept in %s)",
+                    name,
+                    getattr(keys, _ATTR[name]),
+                    s.data_dir / "keys.json",
+                )
             s.keys = keys
         self.keys = s.keys
         self.metrics = CollectorMetrics()
@@ -111,10 +116,15 @@ class Collector:
         yield gauge("perfpulse_spool_bytes", "Spool bytes not yet stored.", st.bytes)
         yield gauge("perfpulse_spool_depth", "Spool records not yet stored.", st.depth)
         yield gauge(
-            "perfpulse_spool_corrupt_records", "Torn or corrupt spool records dropped at start.",
+            "perfpulse_spool_corrupt_records",
+            "Torn or corrupt spool records dropped at start.",
             st.corrupt_records,
         )
-        yield gauge("perfpulse_routes_folded", "Events whose route or page folded into 'other'.", self.folder.folded_total)
+        yield gauge(
+            "perfpulse_routes_folded",
+            "Events whose route or page folded into 'other'.",
+            self.folder.folded_total,
+        )
         for table, n in self.backend.row_counts().items():
             yield gauge("perfpulse_table_rows", "Rows per table.", n, {"table": table})
 
@@ -168,7 +178,9 @@ def create_app(settings: Settings) -> Starlette:
             await state.pop("c").close()
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok" if "c" in state else "starting"}, 200 if "c" in state else 503)
+        return JSONResponse(
+            {"status": "ok" if "c" in state else "starting"}, 200 if "c" in state else 503
+        )
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(

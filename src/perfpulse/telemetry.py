@@ -58,9 +58,7 @@ class CollectorMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
-        self.flush_rows = Counter(
-            "perfpulse_writer_rows", "Rows written to storage.", registry=r
-        )
+        self.flush_rows = Counter("perfpulse_writer_rows", "Rows written to storage.", registry=r)
         self.writer_errors = Counter(
             "perfpulse_writer_errors", "Storage writes that failed and were retried.", registry=r
         )

@@ -20,10 +20,21 @@ HTTP = CATALOG["http.server.duration"]
 NOW = 1_790_000_000.0  # a fixed clock: 2026-09-21
 
 
-def http_row(ts: float, route: str, duration: float, status: int = 200, service: str = "api") -> tuple[object, ...]:
+def http_row(
+    ts: float, route: str, duration: float, status: int = 200, service: str = "api"
+) -> tuple[object, ...]:
     row = dict.fromkeys(name for name, _ in LAYOUTS["http"])
-    row.update(ts=ts, service=service, environment="production", release="1.0", host="h1",
-               route=route, method="GET", status=status, duration_ms=duration)
+    row.update(
+        ts=ts,
+        service=service,
+        environment="production",
+        release="1.0",
+        host="h1",
+        route=route,
+        method="GET",
+        status=status,
+        duration_ms=duration,
+    )
     return tuple(row.values())
 
 
@@ -38,13 +49,19 @@ def data() -> list[tuple[object, ...]]:
     rng = random.Random(5)
     routes = [f"/r{i}" for i in range(7)]
     return [
-        http_row(NOW - rng.uniform(0, 6 * 3600), rng.choice(routes), rng.lognormvariate(3, 0.8),
-                 status=500 if rng.random() < 0.05 else 200)
+        http_row(
+            NOW - rng.uniform(0, 6 * 3600),
+            rng.choice(routes),
+            rng.lognormvariate(3, 0.8),
+            status=500 if rng.random() < 0.05 else 200,
+        )
         for _ in range(6000)
     ]
 
 
-def reference(rows: list[tuple[object, ...]], start: float, end: float, qs: tuple[float, ...]) -> dict[str, tuple[int, dict[float, float | None]]]:
+def reference(
+    rows: list[tuple[object, ...]], start: float, end: float, qs: tuple[float, ...]
+) -> dict[str, tuple[int, dict[float, float | None]]]:
     sketches: dict[str, Sketch] = {}
     for r in rows:
         ts, route, duration = float(r[0]), str(r[5]), float(r[8])  # type: ignore[arg-type]
@@ -109,7 +126,11 @@ def test_timeseries_steps_sum_to_the_whole(data: list[tuple[object, ...]]) -> No
 def test_file_survives_reopen_and_keeps_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "p.duckdb"
     db = DuckDBBackend(path)
-    db.write(Flush(tables={"http": [http_row(NOW, "/a", 5.0)]}, batches=[(NOW, "ingest:b1")], checkpoint=42))
+    db.write(
+        Flush(
+            tables={"http": [http_row(NOW, "/a", 5.0)]}, batches=[(NOW, "ingest:b1")], checkpoint=42
+        )
+    )
     db.close()
     db = DuckDBBackend(path)
     assert db.checkpoint() == 42
@@ -120,7 +141,11 @@ def test_file_survives_reopen_and_keeps_checkpoint(tmp_path: Path) -> None:
 
 def test_retention_deletes_only_expired_rows() -> None:
     db = DuckDBBackend(None, retention=Retention(raw_s=3600, rollup_s=7200))
-    rows = [http_row(NOW - 10, "/new", 1.0), http_row(NOW - 5000, "/old", 1.0), http_row(NOW - 9000, "/older", 1.0)]
+    rows = [
+        http_row(NOW - 10, "/new", 1.0),
+        http_row(NOW - 5000, "/old", 1.0),
+        http_row(NOW - 9000, "/older", 1.0),
+    ]
     db.write(Flush(tables={"http": rows}, checkpoint=1))
     deleted = db.enforce_retention(NOW)
     assert deleted["http"] == 2
@@ -134,7 +159,9 @@ def test_failed_flush_stores_nothing() -> None:
     good = http_row(NOW, "/a", 5.0)
     bad = (*good[:-1], 123)  # trace_id must be a string: the Arrow conversion fails
     with pytest.raises(Exception):  # noqa: B017 - any failure will do; what matters is below
-        db.write(Flush(tables={"http": [good], "db": [bad]}, batches=[(NOW, "ingest:x")], checkpoint=9))
+        db.write(
+            Flush(tables={"http": [good], "db": [bad]}, batches=[(NOW, "ingest:x")], checkpoint=9)
+        )
     assert db.row_counts()["http"] == 0
     assert db.checkpoint() == 0
     assert db.recent_batches(0) == []
@@ -146,5 +173,8 @@ def test_sql_bucket_matches_python_bucket() -> None:
 
     values = [0.0, 1e-10, 3e-7, 0.1, 1.0, 1.02, 99.99, 2500.0, 123456.789, -4.2]
     con = duckdb.connect()
-    got = [con.execute(f"SELECT {bucket_expr('v')} FROM (SELECT ?::DOUBLE AS v)", [v]).fetchone()[0] for v in values]  # type: ignore[index]
+    got = [
+        con.execute(f"SELECT {bucket_expr('v')} FROM (SELECT ?::DOUBLE AS v)", [v]).fetchone()[0]
+        for v in values
+    ]  # type: ignore[index]
     assert got == [bucket_of(v) for v in values]

@@ -137,7 +137,7 @@ class Normalizer:
     def route(self, service: str, route: str) -> str:
         return self.folder.fold(service, template_path(route))
 
-    def batch(self, batch: Batch) -> Normalized:  # noqa: C901 - one branch per kind
+    def batch(self, batch: Batch) -> Normalized:
         out = Normalized()
         res = batch.resource
         service = res.service
@@ -298,7 +298,7 @@ class Normalizer:
         page = self.folder.fold(b.service, _page_of(b.url))
         head = (b.ts, b.id, b.service, b.environment, b.release, page, b.device)
         nav, lt, mem = b.nav, b.long_tasks, b.memory
-        nav_values = (
+        nav_values: tuple[float | None, ...] = (
             (
                 nav.dns_ms,
                 nav.connect_ms,

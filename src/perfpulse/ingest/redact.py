@@ -70,7 +70,7 @@ def redact_url(url: str) -> str:
 
 def _redact(url: str) -> str:
     head, _, query = url.partition("#")[0].partition("?")
-    head, query = head.strip(), query.strip()
+    head = head.strip()
 
     prefix = ""
     match = _SCHEME.match(head)
@@ -95,7 +95,7 @@ def _redact(url: str) -> str:
 def _redact_item(item: str) -> str:
     key, equals, _ = item.partition("=")
     if equals:
-        return f"{key}="
+        return f"{key.strip()}="
     return item if _FLAG.fullmatch(item) else ""
 
 

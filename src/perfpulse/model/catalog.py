@@ -21,7 +21,7 @@ but only over raw rows (short windows, within raw retention).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Outcome = Literal["status", "rating", "hit", "error", "none"]
@@ -43,7 +43,7 @@ class Metric:
     outcome: Outcome = "none"
     where: tuple[tuple[str, str], ...] = ()
     thresholds: tuple[float, float] | None = None
-    tags: frozenset[str] = field(default_factory=frozenset)
+    tags: frozenset[str] = frozenset()
 
     @property
     def all_dims(self) -> tuple[str, ...]:
@@ -93,9 +93,7 @@ def _resource(name: str, unit: str, fld: str, text: str) -> Metric:
 
 
 def _nav(phase: str, text: str) -> Metric:
-    return Metric(
-        f"rum.nav.{phase}", "ms", "rum_view", f"{phase}_ms", text, dims=_RUM_DIMS
-    )
+    return Metric(f"rum.nav.{phase}", "ms", "rum_view", f"{phase}_ms", text, dims=_RUM_DIMS)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -210,11 +208,15 @@ METRICS: tuple[Metric, ...] = (
     ),
     _resource("host.cpu", "percent", "host_cpu_pct", "Host CPU, percent of all cores."),
     _resource("host.memory.used", "bytes", "host_mem_used_bytes", "Host memory in use."),
-    _resource("host.disk.read", "bytes", "host_disk_read_bytes", "Host disk bytes read (interval)."),
+    _resource(
+        "host.disk.read", "bytes", "host_disk_read_bytes", "Host disk bytes read (interval)."
+    ),
     _resource(
         "host.disk.write", "bytes", "host_disk_write_bytes", "Host disk bytes written (interval)."
     ),
-    _resource("host.net.sent", "bytes", "host_net_sent_bytes", "Host network bytes sent (interval)."),
+    _resource(
+        "host.net.sent", "bytes", "host_net_sent_bytes", "Host network bytes sent (interval)."
+    ),
     _resource(
         "host.net.recv", "bytes", "host_net_recv_bytes", "Host network bytes received (interval)."
     ),

@@ -25,12 +25,15 @@ no literal value may survive it. Rules:
 - **keywords** (:data:`KEYWORDS`) are upper-cased; identifiers, quoted
   identifiers (``"User"``, ```order```) and function names are left as written.
 
-Strings are first read with backslash escapes (MySQL, and the literals
-client-side drivers such as PyMySQL interpolate: ``'O\\'Brien'``); if that leaves
-a string open, they are read again the standard way, where ``\\`` is an
-ordinary character (``'C:\\'``). A string still open at the end (a truncated
-statement) runs to the end and becomes one ``?``. Double-quoted text is always
-an identifier, as in standard SQL: a MySQL string in double quotes survives.
+Whether ``\\`` escapes a quote depends on the database: it does in MySQL (and
+in what client-side drivers such as PyMySQL interpolate: ``'O\\'Brien'``), not in
+standard SQL (``'C:\\'``). When a string literal holds a backslash, the
+statement is read both ways and every character that either reading puts in a
+literal is removed, a run of them becoming one ``?``: the one reading that was
+right loses nothing, the other may take some SQL along (``a = 'C:\\' AND b = 1``
+gives ``a = ?``). A string still open at the end (a truncated statement) runs to
+the end and becomes one ``?``. Double-quoted text is always an identifier, as
+in standard SQL: a MySQL string in double quotes survives.
 
 :func:`redact_statement` is the version for showing one slow statement: it
 removes literals and comments the same way but keeps the statement as written
@@ -102,7 +105,8 @@ _ESCAPED = re.compile(
     _TOKENS.replace("{string}", r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'"), re.VERBOSE | re.DOTALL
 )
 _STANDARD = re.compile(_TOKENS.replace("{string}", r"'[^']*(?:''[^']*)*'"), re.VERBOSE | re.DOTALL)
-_LITERALS = frozenset({"string", "open_string", "dollar", "number", "open_quoted"})
+_STRINGS = frozenset({"string", "open_string"})
+_LITERALS = frozenset({"string", "open_string", "dollar", "number", "open_quoted", "merged"})
 
 _Token = tuple[str, str]  # (kind, text)
 
@@ -141,12 +145,37 @@ def redact_statement(statement: str) -> str:
 
 
 def _tokenize(statement: str) -> list[_Token]:
-    """Split ``statement`` into (kind, text) tokens, choosing how strings end."""
-    tokens = [(m.lastgroup or "op", m.group()) for m in _ESCAPED.finditer(statement)]
-    if any(kind == "open_string" for kind, _ in tokens):
-        standard = [(m.lastgroup or "op", m.group()) for m in _STANDARD.finditer(statement)]
-        if not any(kind == "open_string" for kind, _ in standard):
-            return standard
+    """Split ``statement`` into (kind, text) tokens (see the module on backslashes)."""
+    escaped = [(m.lastgroup or "op", m.group()) for m in _ESCAPED.finditer(statement)]
+    if not any(kind in _STRINGS and "\\" in text for kind, text in escaped):
+        return escaped  # the standard reading is the same
+    # Mark every character either reading puts in a literal or a comment...
+    literal = bytearray(len(statement))
+    comment = bytearray(len(statement))
+    for reader in (_ESCAPED, _STANDARD):
+        for m in reader.finditer(statement):
+            marks = (
+                literal
+                if m.lastgroup in _LITERALS
+                else comment
+                if m.lastgroup == "comment"
+                else None
+            )
+            if marks is not None:
+                marks[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+    # ...then a run of tokens touching a literal mark becomes one literal, and a
+    # token touching only a comment mark, a comment.
+    tokens: list[_Token] = []
+    start = 0
+    for kind, text in escaped:
+        end = start + len(text)
+        if 1 in literal[start:end]:
+            if tokens and tokens[-1][0] == "merged":
+                text = tokens.pop()[1] + text
+            tokens.append(("merged", text))
+        else:
+            tokens.append(("comment" if 1 in comment[start:end] else kind, text))
+        start = end
     return tokens
 
 

@@ -115,7 +115,9 @@ class Query:
         return out
 
     @staticmethod
-    def dims(m: Metric, params: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    def dims(
+        m: Metric, params: Mapping[str, str]
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
         by = tuple(_list(params.get("by")))
         filters = tuple((k, v) for k, v in params.items() if k not in RESERVED and k != "token")
         known = m.all_dims
@@ -254,7 +256,7 @@ class Query:
         base.update({"by": ",".join(by), "q": "0.75", "from": str(start), "to": str(end)})
         groups: dict[tuple[str | None, ...], dict[str, Any]] = {}
         for name, m in VITALS.items():
-            sq, qs = self._question({**base, "metric": m.name})
+            sq, _ = self._question({**base, "metric": m.name})
             for g in self.backend.sketch(sq)[0]:
                 entry = groups.setdefault(
                     g.key, {"key": dict(zip(by, g.key, strict=True)), "metrics": {}}
@@ -297,9 +299,7 @@ class Query:
                     "rollup_dimensions": list(m.dims),
                     "outcome": m.outcome,
                     "thresholds": (
-                        {"good": m.thresholds[0], "poor": m.thresholds[1]}
-                        if m.thresholds
-                        else None
+                        {"good": m.thresholds[0], "poor": m.thresholds[1]} if m.thresholds else None
                     ),
                 }
                 for m in METRICS

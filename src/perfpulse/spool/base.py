@@ -88,8 +88,8 @@ class Spool(Protocol):
     def read(
         self, after: int, max_records: int = 10_000, max_bytes: int = 16 << 20
     ) -> list[tuple[int, bytes]]:
-        """Records with seq > ``after``, in order, at most ``max_records`` and about
-        ``max_bytes`` of payload, but always at least one if one exists."""
+        """Records with seq > ``after``, in order: at most ``max_records`` of them and
+        ``max_bytes`` of payload, except that the first is returned however large."""
         ...
 
     def wait(self, timeout: float) -> bool:

@@ -246,6 +246,9 @@ class FileSpool:
     # -- the event loop side ---------------------------------------------------------
 
     async def append(self, payload: bytes) -> int:
+        """Queue ``payload`` for the next group; return its seq once the group is written
+        (and synced, under ``"always"``). Raises :class:`SpoolFull`, or the ``OSError``
+        of a failed write; either way nothing of the record stays on disk."""
         if len(payload) > 0xFFFF_FFFF:
             raise ValueError("a spool record holds at most 4 GiB")
         size = HEADER.size + len(payload)
@@ -268,6 +271,7 @@ class FileSpool:
         return await future
 
     async def close(self) -> None:
+        """Write what is queued, sync (under every policy), close, release the lock."""
         with self._lock:
             self._closing = True
             self._work.notify()
@@ -284,6 +288,8 @@ class FileSpool:
     def read(
         self, after: int, max_records: int = 10_000, max_bytes: int = 16 << 20
     ) -> list[tuple[int, bytes]]:
+        """Records after ``after``, read from the segment files with one ``pread`` per
+        segment; safe while appends go on, since only whole written records are indexed."""
         with self._read_lock:
             with self._lock:
                 plan = self._plan_read(after, max(max_records, 1), max_bytes)
@@ -336,6 +342,8 @@ class FileSpool:
             return self._next_seq - 1 > self._read_upto
 
     def commit(self, seq: int) -> None:
+        """Forget records up to ``seq``: delete every segment but the active one whose
+        records are all at or below it. Not persisted: the writer's checkpoint is."""
         with self._read_lock:
             with self._lock:
                 if seq <= self._committed:

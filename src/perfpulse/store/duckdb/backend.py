@@ -66,7 +66,7 @@ class DuckDBBackend:
     ) -> None:
         self.path = path
         self.retention = retention or Retention()
-        config: dict[str, str | int] = {"memory_limit": memory_limit}
+        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit}
         if threads:
             config["threads"] = threads
         self._con = duckdb.connect(str(path) if path else ":memory:", config=config)

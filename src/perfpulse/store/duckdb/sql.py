@@ -134,8 +134,7 @@ SET_CHECKPOINT = "INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)"
 GET_CHECKPOINT = "SELECT value FROM meta WHERE name = 'checkpoint'"
 RECENT_BATCHES = "SELECT key FROM batches WHERE ts >= make_timestamp(?)"
 KNOWN_ROUTES = (
-    "SELECT DISTINCT service, route FROM http "
-    "UNION SELECT DISTINCT service, page FROM rum_view"
+    "SELECT DISTINCT service, route FROM http UNION SELECT DISTINCT service, page FROM rum_view"
 )
 
 
@@ -162,7 +161,7 @@ def delete_before(table: str) -> str:
 
 
 def _us(seconds: float) -> int:
-    return int(round(seconds * 1_000_000))
+    return round(seconds * 1_000_000)
 
 
 def _parts(
@@ -232,9 +231,7 @@ def sketch_query(q: SketchQuery, retention: Retention) -> tuple[str, list[Any], 
         )
     keys = ["tb", *(f"g{i}" for i in range(len(q.by)))]
     key_list = ", ".join(keys)
-    outcome_sums = ", ".join(
-        f"sum(cnt) FILTER (WHERE outcome = {o}) AS o{o}" for o in OUTCOMES
-    )
+    outcome_sums = ", ".join(f"sum(cnt) FILTER (WHERE outcome = {o}) AS o{o}" for o in OUTCOMES)
     quantile_cols = ", ".join(
         f"min(bucket) FILTER (WHERE cum >= greatest(1, ceil({qv!r} * n - 1e-9))) AS q{i}"
         for i, qv in enumerate(q.qs)
