@@ -134,6 +134,24 @@ class Collector:
         self.backend.close()
 
 
+_agent_cache: dict[str, tuple[float, bytes, str]] = {}
+
+
+def _agent_script() -> tuple[bytes, str] | None:
+    """The built browser agent and its content hash, re-read only when it changes."""
+    path = STATIC / "rum.js"
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    cached = _agent_cache.get("rum")
+    if cached is None or cached[0] != mtime:
+        data = path.read_bytes()
+        cached = (mtime, data, hashlib.sha256(data).hexdigest()[:12])
+        _agent_cache["rum"] = cached
+    return cached[1], cached[2]
+
+
 _ATTR = {
     "PERFPULSE_INGEST_KEY": "ingest_key",
     "PERFPULSE_PUBLIC_KEY": "public_key",
@@ -198,21 +216,22 @@ def create_app(settings: Settings) -> Starlette:
         return await collector().receiver.rum_preflight(request)
 
     async def rum_js(request: Request) -> Response:
-        path = STATIC / "rum.js"
-        if not path.exists():
+        agent = _agent_script()
+        if agent is None:
             return JSONResponse({"error": "browser agent not built (make demo builds it)"}, 404)
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()[:12]
+        data, digest = agent
         wanted = request.path_params.get("version")
-        if wanted is None:
+        if wanted is not None and wanted != digest:
             return RedirectResponse(f"/rum.{digest}.js", status_code=302)
-        if wanted != digest:
-            return RedirectResponse(f"/rum.{digest}.js", status_code=302)
+        # the versioned URL never changes content; the plain one is re-checked hourly
+        cache = "public, max-age=31536000, immutable" if wanted else "public, max-age=3600"
         return Response(
             data,
             media_type="text/javascript; charset=utf-8",
             headers={
-                "Cache-Control": "public, max-age=31536000, immutable",
+                "Cache-Control": cache,
+                "ETag": f'"{digest}"',
+                "Link": f'</rum.{digest}.js>; rel="canonical"',
                 "Access-Control-Allow-Origin": "*",
             },
         )

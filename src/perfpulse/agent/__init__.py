@@ -1,0 +1,1 @@
+"""perfpulse.agent: instrument a Python web service."""

@@ -1,0 +1,97 @@
+"""What instrumentation shares: the current request's scope and the event sink.
+
+Every integration (HTTP middleware, database, cache) talks to the agent only
+through this module:
+
+- :func:`record` hands one wire-format event (a dict with ``kind``) to the
+  agent's transport. Before ``perfpulse.agent.init`` (or with no endpoint) it is a
+  no-op that costs one global lookup. It never raises.
+- :func:`current_request` is the :class:`RequestScope` of the request being
+  served (a ``contextvars`` variable, so it follows asyncio tasks and threads
+  started with ``contextvars.copy_context``), or ``None`` outside a request.
+  Database and cache instrumentation add their time and counts to it; the HTTP
+  middleware reads them into the ``http`` event and reports N+1 findings.
+
+Example::
+
+    scope = current_request()
+    if scope is not None:
+        scope.add_query(fingerprint, duration_ms)
+    record({"kind": "db", "ts": time.time(), "fingerprint": fingerprint, "duration_ms": duration_ms})
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+def _noop(event: dict[str, Any]) -> None:
+    return None
+
+
+_sink: Sink = _noop
+
+
+def set_sink(sink: Sink | None) -> None:
+    """Install the agent's transport (``None`` turns recording off again)."""
+    global _sink
+    _sink = sink or _noop
+
+
+def enabled() -> bool:
+    return _sink is not _noop
+
+
+def record(event: dict[str, Any]) -> None:
+    """Hand ``event`` to the transport; never raises into the application."""
+    try:
+        _sink(event)
+    except Exception:  # noqa: BLE001 - the agent must never break the host app
+        pass
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """Per-request tallies that database and cache instrumentation fill in."""
+
+    route: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    db_time_ms: float = 0.0
+    db_count: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    queries: dict[str, list[float]] = field(default_factory=dict)
+
+    def add_query(self, fingerprint: str, duration_ms: float) -> None:
+        self.db_time_ms += duration_ms
+        self.db_count += 1
+        self.queries.setdefault(fingerprint, []).append(duration_ms)
+
+    def add_cache(self, hit: bool) -> None:
+        if hit:
+            self.cache_hits += 1
+        else:
+            self.cache_misses += 1
+
+
+_current: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "perfpulse_request", default=None
+)
+
+
+def current_request() -> RequestScope | None:
+    return _current.get()
+
+
+def enter_request(scope: RequestScope) -> contextvars.Token[RequestScope | None]:
+    return _current.set(scope)
+
+
+def exit_request(token: contextvars.Token[RequestScope | None]) -> None:
+    _current.reset(token)
