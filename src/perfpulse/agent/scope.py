@@ -35,6 +35,7 @@ def _noop(event: dict[str, Any]) -> None:
 
 
 _sink: Sink = _noop
+sink_failures = 0  # events the sink raised on (counted, never propagated)
 
 
 def set_sink(sink: Sink | None) -> None:
@@ -49,10 +50,11 @@ def enabled() -> bool:
 
 def record(event: dict[str, Any]) -> None:
     """Hand ``event`` to the transport; never raises into the application."""
+    global sink_failures
     try:
         _sink(event)
-    except Exception:  # noqa: BLE001 - the agent must never break the host app
-        pass
+    except Exception:  # the agent must never break the host application
+        sink_failures += 1
 
 
 @dataclass(slots=True)
