@@ -88,7 +88,12 @@ class Collector:
         )
         self.spool = FileSpool(s.data_dir / "spool", max_bytes=s.spool_max_bytes, fsync=s.fsync)
         self.writer = Writer(
-            self.spool, self.backend, self.metrics, compact_every_s=s.compact_every_s, clock=s.clock
+            self.spool,
+            self.backend,
+            self.metrics,
+            compact_every_s=s.compact_every_s,
+            clock=s.clock,
+            quarantine_dir=s.data_dir / "quarantine",
         )
         self.writer.drain()  # replay what the spool holds before accepting anything new
         folder = RouteFolder(cap=s.route_cap)

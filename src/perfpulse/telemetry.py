@@ -59,6 +59,11 @@ class CollectorMetrics:
             registry=r,
         )
         self.flush_rows = Counter("perfpulse_writer_rows", "Rows written to storage.", registry=r)
+        self.writer_quarantined = Counter(
+            "perfpulse_writer_quarantined_records",
+            "Spool records that could not be stored and were set aside.",
+            registry=r,
+        )
         self.writer_errors = Counter(
             "perfpulse_writer_errors", "Storage writes that failed and were retried.", registry=r
         )

@@ -201,6 +201,26 @@ def test_a_torn_tail_is_cut_and_counted(
     close(spool)
 
 
+def test_numbering_survives_when_the_only_segment_left_is_torn_empty(
+    open_spool: OpenSpool, tmp_path: Path
+) -> None:
+    """Committed segments are gone, and the active one lost its only record: the
+    segment's name still says where numbering stands, so seq 1 is not handed out again."""
+    spool = open_spool(tmp_path, segment_bytes=1000)
+    fill(spool, [bytes([i]) * 300 for i in range(1, 8)])  # segments 1-3, 4-6, 7
+    spool.commit(6)
+    close(spool)
+    (segment,) = segment_files(tmp_path)
+    segment.write_bytes(segment.read_bytes()[:5])
+
+    spool = open_spool(tmp_path, segment_bytes=1000)
+    stats = spool.stats()
+    assert (stats.corrupt_records, stats.truncated_bytes, stats.last_seq) == (1, 5, 6)
+    assert fill(spool, [b"next"]) == [7]
+    assert spool.read(after=6) == [(7, b"next")]
+    close(spool)
+
+
 def test_a_flipped_payload_byte_fails_the_crc(open_spool: OpenSpool, tmp_path: Path) -> None:
     records = payloads(5, size=150)
     spool = open_spool(tmp_path)

@@ -8,6 +8,10 @@ acknowledged batch exactly once. Between flushes it merges rollup rows
 (``compact``) and enforces retention.
 
 A failing write is retried with backoff and counted; it never kills the thread.
+After three failures in a row the writer tries the records one by one: a record
+that fails on its own while others succeed is set aside in ``quarantine/`` (and
+counted) so one bad record cannot stall ingest; when every record fails, the
+fault is the storage's (a full disk), and the writer keeps retrying.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
@@ -37,7 +42,8 @@ class Writer:
         metrics: CollectorMetrics,
         *,
         max_records: int = 2_000,
-        max_bytes: int = 32 << 20,
+        max_bytes: int = 4 << 20,
+        quarantine_dir: Path | None = None,
         compact_every_s: float = 30.0,
         retention_every_s: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -52,6 +58,9 @@ class Writer:
         self.clock = clock
         self.checkpoint = backend.checkpoint()
         self.corrupt_records = 0
+        self.quarantined = 0
+        self.quarantine_dir = quarantine_dir
+        self._failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_compact = time.monotonic()
@@ -72,6 +81,17 @@ class Writer:
         records = self.spool.read(self.checkpoint, self.max_records, self.max_bytes)
         if not records:
             return -1
+        if self._failures >= 3 and len(records) > 1:
+            return self._isolate(records)
+        try:
+            rows = self._write(records)
+        except Exception:
+            self._failures += 1
+            raise
+        self._failures = 0
+        return rows
+
+    def _write(self, records: list[tuple[int, bytes]]) -> int:
         flush = Flush(checkpoint=records[-1][0])
         tables = flush.tables
         for _seq, payload in records:
@@ -94,6 +114,41 @@ class Writer:
         self.checkpoint = flush.checkpoint
         self.spool.commit(self.checkpoint)
         return flush.rows
+
+    def _isolate(self, records: list[tuple[int, bytes]]) -> int:
+        """Write records one by one; set aside the ones that fail alone."""
+        written = 0
+        failed: list[tuple[int, bytes]] = []
+        for seq, payload in records:
+            try:
+                written += self._write([(seq, payload)])
+            except Exception:
+                if written == 0 and len(failed) == len(records) - 1:
+                    raise  # every record failed: storage itself is failing
+                failed.append((seq, payload))
+                if written:  # others succeed: this one is poison
+                    self._quarantine(failed)
+                    failed = []
+                continue
+            if failed:
+                self._quarantine(failed)
+                failed = []
+        self._failures = 0
+        return written
+
+    def _quarantine(self, records: list[tuple[int, bytes]]) -> None:
+        for seq, payload in records:
+            if self.quarantine_dir is not None:
+                self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+                (self.quarantine_dir / f"{seq:020d}.msgpack").write_bytes(payload)
+            log.error("spool record %d cannot be stored; set aside in quarantine", seq)
+            self.quarantined += 1
+            self.metrics.writer_quarantined.inc()
+            # skip past it, keeping the checkpoint monotonic
+            if seq > self.checkpoint:
+                self.backend.write(Flush(checkpoint=seq))
+                self.checkpoint = seq
+                self.spool.commit(seq)
 
     def maintain(self, force: bool = False) -> None:
         """Compaction and retention, when they are due."""

@@ -1,0 +1,105 @@
+"""The writer: spool → storage exactly once, and one bad record cannot stall ingest."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from perfpulse.model.rows import LAYOUTS, RECORD_ENCODER, SpoolRecord
+from perfpulse.spool import MemorySpool
+from perfpulse.store.base import Flush
+from perfpulse.store.duckdb.backend import DuckDBBackend
+from perfpulse.store.writer import Writer
+from perfpulse.telemetry import CollectorMetrics
+
+NOW = 1_790_000_000.0
+
+
+def record(key: str, n: int) -> bytes:
+    rows = []
+    for i in range(n):
+        row = dict.fromkeys(name for name, _ in LAYOUTS["http"])
+        row.update(
+            ts=NOW,
+            service="s",
+            environment="p",
+            release="",
+            host="",
+            route="/r",
+            method="GET",
+            status=200,
+            duration_ms=float(i + 1),
+            request_id=f"{key}-{i}",
+        )
+        rows.append(tuple(row.values()))
+    return RECORD_ENCODER.encode(SpoolRecord(key=key, received=NOW, tables={"http": rows}))
+
+
+def fill(spool: MemorySpool, payloads: list[bytes]) -> None:
+    async def go() -> None:
+        for p in payloads:
+            await spool.append(p)
+
+    asyncio.run(go())
+
+
+class Flaky(DuckDBBackend):
+    """A real backend that fails whenever a flush holds a poisoned key (or always)."""
+
+    def __init__(self, poison: str | None = None, always: bool = False) -> None:
+        super().__init__(None)
+        self.poison, self.always, self.calls = poison, always, 0
+
+    def write(self, flush: Flush) -> None:
+        self.calls += 1
+        if self.always or any(key == self.poison for _, key in flush.batches):
+            raise OSError("simulated storage failure")
+        super().write(flush)
+
+
+def stored(db: DuckDBBackend) -> list[str]:
+    return sorted(r[0] for r in db._cursor().execute("SELECT request_id FROM http").fetchall())
+
+
+def test_drain_stores_every_record_once_and_moves_the_checkpoint() -> None:
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    fill(spool, [record("a", 2), record("b", 3)])
+    writer = Writer(spool, db, CollectorMetrics())
+    assert writer.drain() == 5
+    assert db.checkpoint() == 2
+    assert spool.stats().depth == 0
+    assert writer.drain() == 0  # nothing twice
+    assert stored(db) == ["a-0", "a-1", "b-0", "b-1", "b-2"]
+    assert sorted(db.recent_batches(0)) == ["a", "b"]
+
+
+def test_a_poison_record_is_quarantined_and_the_rest_stored(tmp_path: Path) -> None:
+    spool, db = MemorySpool(), Flaky(poison="bad")
+    fill(spool, [record("a", 1), record("bad", 1), record("c", 1)])
+    metrics = CollectorMetrics()
+    writer = Writer(spool, db, metrics, quarantine_dir=tmp_path / "q")
+    for _ in range(3):
+        with pytest.raises(OSError):
+            writer.flush_once()
+    assert stored(db) == []
+    assert writer.drain() == 2
+    assert stored(db) == ["a-0", "c-0"]
+    assert writer.quarantined == 1
+    assert [p.name for p in (tmp_path / "q").iterdir()] == [f"{2:020d}.msgpack"]
+    assert db.checkpoint() == 3
+
+
+def test_a_failing_storage_keeps_every_record_for_later() -> None:
+    spool, db = MemorySpool(), Flaky(always=True)
+    fill(spool, [record("a", 1), record("b", 1)])
+    writer = Writer(spool, db, CollectorMetrics())
+    for _ in range(5):
+        with pytest.raises(OSError):
+            writer.flush_once()
+    assert writer.quarantined == 0
+    assert spool.stats().depth == 2
+    db.always = False
+    assert writer.drain() == 2
+    assert stored(db) == ["a-0", "b-0"]
