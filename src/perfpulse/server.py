@@ -37,6 +37,7 @@ from perfpulse.ingest.receiver import DEFAULT_MAX_BODY, Receiver
 from perfpulse.ingest.routes import RouteFolder
 from perfpulse.keys import Keys, bearer, matches
 from perfpulse.query.service import Query, QueryError
+from perfpulse.query.telemetry import Telemetry
 from perfpulse.spool.file import FileSpool
 from perfpulse.store.duckdb.backend import DuckDBBackend
 from perfpulse.store.retention import DAY, Retention
@@ -113,6 +114,7 @@ class Collector:
             max_body=s.max_body,
         )
         self.query = Query(self.backend, clock=s.clock)
+        self.telemetry = Telemetry(self.query)
         self.metrics.live(self._live_metrics)
         self.writer.start()
 
@@ -165,7 +167,8 @@ _ATTR = {
 
 
 def _reader(
-    collector: Callable[[], Collector], answer: Callable[[Query, dict[str, str]], dict[str, Any]]
+    collector: Callable[[], Collector],
+    answer: Callable[[Collector, dict[str, str]], dict[str, Any]],
 ) -> Callable[[Request], Awaitable[Response]]:
     """A read-token-protected query endpoint; QueryError becomes a 400."""
 
@@ -176,9 +179,9 @@ def _reader(
             return JSONResponse({"error": "missing read token"}, status_code=401)
         if not matches(token, c.keys.read_token):
             return JSONResponse({"error": "wrong read token"}, status_code=403)
-        params = dict(request.query_params)
+        params = {**request.query_params, **request.path_params}
         try:
-            body = await run_in_threadpool(answer, c.query, params)
+            body = await run_in_threadpool(answer, c, params)
         except QueryError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(body)
@@ -217,6 +220,9 @@ def create_app(settings: Settings) -> Starlette:
     async def rum(request: Request) -> Response:
         return await collector().receiver.rum(request)
 
+    async def otlp(request: Request) -> Response:
+        return await collector().receiver.otlp(request)
+
     async def rum_preflight(request: Request) -> Response:
         return await collector().receiver.rum_preflight(request)
 
@@ -246,15 +252,26 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics),
         Route("/api/v1/events", events, methods=["POST"]),
         Route("/api/v1/rum", rum, methods=["POST"]),
+        Route("/v1/traces", otlp, methods=["POST"]),
+        Route("/v1/metrics", otlp, methods=["POST"]),
+        Route("/v1/logs", otlp, methods=["POST"]),
         Route("/api/v1/rum", rum_preflight, methods=["OPTIONS"]),
         Route("/rum.js", rum_js),
         Route("/rum.{version}.js", rum_js),
-        Route("/api/v1/percentiles", _reader(collector, Query.percentiles)),
-        Route("/api/v1/timeseries", _reader(collector, Query.timeseries)),
-        Route("/api/v1/top", _reader(collector, Query.top)),
-        Route("/api/v1/vitals", _reader(collector, Query.vitals)),
-        Route("/api/v1/rum/views", _reader(collector, Query.views)),
-        Route("/api/v1/metrics", _reader(collector, lambda q, p: Query.catalog())),
+        Route("/api/v1/percentiles", _reader(collector, lambda c, p: c.query.percentiles(p))),
+        Route("/api/v1/timeseries", _reader(collector, lambda c, p: c.query.timeseries(p))),
+        Route("/api/v1/top", _reader(collector, lambda c, p: c.query.top(p))),
+        Route("/api/v1/vitals", _reader(collector, lambda c, p: c.query.vitals(p))),
+        Route("/api/v1/rum/views", _reader(collector, lambda c, p: c.query.views(p))),
+        Route("/api/v1/metrics", _reader(collector, lambda c, p: Query.catalog())),
+        Route("/api/v1/traces", _reader(collector, lambda c, p: c.telemetry.traces(p))),
+        Route(
+            "/api/v1/traces/{trace_id}",
+            _reader(collector, lambda c, p: c.telemetry.trace(p["trace_id"])),
+        ),
+        Route("/api/v1/logs", _reader(collector, lambda c, p: c.telemetry.logs(p))),
+        Route("/api/v1/otel/metrics", _reader(collector, lambda c, p: c.telemetry.otel_metrics(p))),
+        Route("/api/v1/otel/series", _reader(collector, lambda c, p: c.telemetry.otel_series(p))),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.collector = collector

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from perfpulse.model.events import (
     DbEvent,
     ErrorEvent,
     HttpEvent,
+    LogEvent,
     NPlusOneEvent,
     PoolEvent,
     ResourceEvent,
@@ -98,6 +100,37 @@ def _number_problem(value: float | None) -> str | None:
     if value < 0:
         return "negative_value"
     return None
+
+
+LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+_LEVEL_ALIASES = {
+    "warning": "warn",
+    "critical": "fatal",
+    "exception": "error",
+    "err": "error",
+    "notset": "trace",
+}
+_SEVERITY = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17, "fatal": 21}
+
+
+def log_level(name: str) -> tuple[str, int]:
+    """A level name (Python's or OpenTelemetry's) as perfpulse's level and severity."""
+    key = name.strip().lower()
+    key = _LEVEL_ALIASES.get(key, key)
+    if key not in _SEVERITY:
+        key = "info"
+    return key, _SEVERITY[key]
+
+
+def level_of_severity(severity: int) -> str:
+    """OpenTelemetry severity numbers 1–24 in six bands of four."""
+    if severity <= 0:
+        return "info"
+    return LEVELS[min((severity - 1) // 4, 5)]
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
 
 
 def _page_of(url: str) -> str:
@@ -266,6 +299,25 @@ class Normalizer:
                                 e.timeouts,
                             ),
                         )
+                elif isinstance(e, LogEvent):
+                    level, severity = log_level(e.level)
+                    out.add(
+                        "log",
+                        (
+                            ts,
+                            *origin,
+                            new_id(),
+                            level,
+                            severity,
+                            e.logger,
+                            e.message,
+                            e.exception,
+                            e.trace_id,
+                            e.span_id,
+                            e.request_id,
+                            _json.encode(e.attributes).decode() if e.attributes else None,
+                        ),
+                    )
                 elif isinstance(e, NPlusOneEvent):
                     problem = _duration_problem(e.total_ms)
                     if problem is None:

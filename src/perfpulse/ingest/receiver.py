@@ -16,14 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from perfpulse.ingest.body import BodyError, read_body
 from perfpulse.ingest.dedupe import RecentBatches
-from perfpulse.ingest.normalize import Normalized, Normalizer
+from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
+from perfpulse.ingest.otlp import OtlpDecoder, OtlpError, parse, partial_success
 from perfpulse.keys import Keys, bearer, matches
 from perfpulse.model.events import BATCH_DECODER, BEACON_DECODER
 from perfpulse.model.rows import RECORD_ENCODER, SpoolRecord
@@ -31,6 +38,23 @@ from perfpulse.spool import Spool, SpoolFull
 from perfpulse.telemetry import CollectorMetrics
 
 DEFAULT_MAX_BODY = 1 << 20
+_OTLP: dict[str, tuple[type[Message], type[Message], str]] = {
+    "traces": (
+        trace_service_pb2.ExportTraceServiceRequest,
+        trace_service_pb2.ExportTraceServiceResponse,
+        "rejected_spans",
+    ),
+    "metrics": (
+        metrics_service_pb2.ExportMetricsServiceRequest,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+        "rejected_data_points",
+    ),
+    "logs": (
+        logs_service_pb2.ExportLogsServiceRequest,
+        logs_service_pb2.ExportLogsServiceResponse,
+        "rejected_log_records",
+    ),
+}
 _encode = RECORD_ENCODER.encode
 
 
@@ -76,6 +100,7 @@ class Receiver:
         self.metrics = metrics
         self.clock = clock
         self.max_body = max_body
+        self.otlp_decoder = OtlpDecoder(normalizer)
 
     # --- endpoints ----------------------------------------------------------------
 
@@ -93,6 +118,40 @@ class Receiver:
             return "ingest:" + batch.batch_id, len(batch.events), self.normalizer.batch(batch)
 
         return await self._ingest("events", request, decode)
+
+    async def otlp(self, request: Request) -> Response:
+        """``POST /v1/traces``, ``/v1/metrics``, ``/v1/logs`` (OTLP/HTTP)."""
+        signal = request.url.path.rsplit("/", 1)[1]
+        endpoint = f"otlp_{signal}"
+        token = bearer(request.headers.get("authorization"))
+        if token is None:
+            return self._refuse(endpoint, _Refused(401, "no_key", "missing ingest key"))
+        if not matches(token, self.keys.ingest_key):
+            return self._refuse(endpoint, _Refused(403, "bad_key", "wrong ingest key"))
+        message, response_type, rejected_field = _OTLP[signal]
+        content_type = request.headers.get("content-type", "application/x-protobuf")
+        as_json = content_type.split(";")[0].strip().lower() == "application/json"
+
+        async def decode(body: bytes) -> tuple[str, int, Normalized]:
+            parsed = parse(body, content_type, message)
+            out = getattr(self.otlp_decoder, signal)(parsed)
+            return "otlp:" + new_id(), out.accepted + sum(out.dropped.values()), out
+
+        def respond(out: Normalized) -> Response:
+            rejected, text = partial_success(out.dropped, signal)
+            answer: Any = response_type()
+            if rejected:
+                setattr(answer.partial_success, rejected_field, rejected)
+                answer.partial_success.error_message = text
+            if as_json:
+                return Response(
+                    json_format.MessageToJson(answer, indent=None),
+                    200,
+                    media_type="application/json",
+                )
+            return Response(answer.SerializeToString(), 200, media_type="application/x-protobuf")
+
+        return await self._ingest(endpoint, request, decode, respond=respond)
 
     async def rum(self, request: Request) -> Response:
         origin = request.headers.get("origin")
@@ -157,6 +216,7 @@ class Receiver:
         request: Request,
         decode: Callable[[bytes], Awaitable[tuple[str, int, Normalized]]],
         headers: dict[str, str] | None = None,
+        respond: Callable[[Normalized], Response] | None = None,
     ) -> Response:
         try:
             body = await read_body(request, self.max_body)
@@ -165,6 +225,8 @@ class Receiver:
             return self._refuse(endpoint, _Refused(exc.status, exc.reason, exc.message), headers)
         except msgspec.DecodeError as exc:
             return self._refuse(endpoint, _decode_error(exc), headers)
+        except OtlpError as exc:
+            return self._refuse(endpoint, _Refused(400, "bad_otlp", str(exc)), headers)
         if not self.recent.add(key):
             self.metrics.duplicate_batches.inc()
             return JSONResponse(
@@ -183,6 +245,8 @@ class Receiver:
         self.metrics.events_accepted.labels(endpoint).inc(out.accepted)
         for reason, n in out.dropped.items():
             self.metrics.events_rejected.labels(reason).inc(n)
+        if respond is not None:
+            return respond(out)
         dropped = sum(out.dropped.values())
         return JSONResponse(
             {

@@ -148,7 +148,31 @@ class NPlusOneEvent(Struct, tag_field="kind", tag="n_plus_one", kw_only=True):
     request_id: Id | None = None
 
 
-Event = HttpEvent | DbEvent | CacheEvent | ResourceEvent | ErrorEvent | PoolEvent | NPlusOneEvent
+class LogEvent(Struct, tag_field="kind", tag="log", kw_only=True):
+    """A structured log record. ``level`` is one of trace, debug, info, warn,
+    error, fatal (Python's names such as ``WARNING`` and ``CRITICAL`` are mapped)."""
+
+    ts: float
+    level: Annotated[str, Meta(min_length=1, max_length=16)]
+    message: LongText
+    logger: Annotated[str, Meta(max_length=200)] = ""
+    exception: LongText | None = None
+    request_id: Id | None = None
+    trace_id: Id | None = None
+    span_id: Id | None = None
+    attributes: dict[str, str | int | float | bool] | None = None
+
+
+Event = (
+    HttpEvent
+    | DbEvent
+    | CacheEvent
+    | ResourceEvent
+    | ErrorEvent
+    | PoolEvent
+    | NPlusOneEvent
+    | LogEvent
+)
 
 
 class Batch(Struct, kw_only=True):

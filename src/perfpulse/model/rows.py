@@ -183,6 +183,51 @@ LAYOUTS: dict[str, Layout] = {
         ("render_blocking", "bool"),
         ("third_party", "bool"),
     ),
+    "log": _ORIGIN
+    + (
+        ("id", "str"),
+        ("level", "str"),
+        ("severity", "int"),
+        ("logger", "str"),
+        ("message", "str"),
+        ("exception", "str"),
+        ("trace_id", "str"),
+        ("span_id", "str"),
+        ("request_id", "str"),
+        ("attributes", "str"),
+    ),
+    "span": _ORIGIN
+    + (
+        ("trace_id", "str"),
+        ("span_id", "str"),
+        ("parent_id", "str"),
+        ("name", "str"),
+        ("kind", "str"),
+        ("duration_ms", "float"),
+        ("status", "str"),
+        ("status_message", "str"),
+        ("attributes", "str"),
+        ("events", "str"),
+    ),
+    "otel_metric": _ORIGIN
+    + (
+        ("name", "str"),
+        ("type", "str"),
+        ("unit", "str"),
+        ("temporality", "str"),
+        ("start_ts", "float"),
+        ("attributes", "str"),
+        ("value", "float"),
+        ("count", "int"),
+        ("sum", "float"),
+        ("min", "float"),
+        ("max", "float"),
+        ("bounds", "str"),
+        ("counts", "str"),
+        ("scale", "int"),
+        ("zero_count", "int"),
+        ("offset", "int"),
+    ),
 }
 
 Row = tuple[object, ...]

@@ -90,6 +90,34 @@ class Backend(Protocol):
         self, start: float, end: float, limit: int, filters: dict[str, str]
     ) -> list[dict[str, Any]]: ...
 
+    def trace(self, trace_id: str) -> list[dict[str, Any]]: ...
+
+    def traces(
+        self,
+        start: float,
+        end: float,
+        limit: int,
+        filters: dict[str, str],
+        min_duration_ms: float | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def logs(
+        self,
+        start: float,
+        end: float,
+        limit: int,
+        filters: dict[str, str],
+        levels: list[str] | None = None,
+        text: str | None = None,
+        cursor: tuple[int, str] | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def otel_metric_names(self, start: float, end: float) -> list[dict[str, Any]]: ...
+
+    def otel_points(
+        self, name: str, start: float, end: float, filters: dict[str, str]
+    ) -> list[dict[str, Any]]: ...
+
     def row_counts(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...

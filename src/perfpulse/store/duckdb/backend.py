@@ -208,6 +208,47 @@ class DuckDBBackend:
                     parent["largest_resources"].append(item)
         return [by_id[i] for i in ids]
 
+    def _dicts(self, statement: str, params: list[Any]) -> list[dict[str, Any]]:
+        result = self._cursor().execute(statement, params)
+        names = [d[0] for d in result.description]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+    def trace(self, trace_id: str) -> list[dict[str, Any]]:
+        return self._dicts(sql.trace_spans(), [trace_id])
+
+    def traces(
+        self,
+        start: float,
+        end: float,
+        limit: int,
+        filters: dict[str, str],
+        min_duration_ms: float | None = None,
+    ) -> list[dict[str, Any]]:
+        statement, params = sql.trace_roots(filters, min_duration_ms)
+        return self._dicts(statement, [sql._us(start), sql._us(end), *params, limit])
+
+    def logs(
+        self,
+        start: float,
+        end: float,
+        limit: int,
+        filters: dict[str, str],
+        levels: list[str] | None = None,
+        text: str | None = None,
+        cursor: tuple[int, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        statement, params = sql.log_search(filters, levels, text, cursor)
+        return self._dicts(statement, [sql._us(start), sql._us(end), *params, limit])
+
+    def otel_metric_names(self, start: float, end: float) -> list[dict[str, Any]]:
+        return self._dicts(sql.OTEL_NAMES, [sql._us(start), sql._us(end)])
+
+    def otel_points(
+        self, name: str, start: float, end: float, filters: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        statement, params = sql.otel_points(filters)
+        return self._dicts(statement, [name, sql._us(start), sql._us(end), *params])
+
     def row_counts(self) -> dict[str, int]:
         cur = self._cursor()
         counts: dict[str, int] = {}

@@ -373,3 +373,89 @@ def view_shape(row: dict[str, Any]) -> dict[str, Any]:
         "resources": [],
         "largest_resources": [],
     }
+
+
+# --- traces, logs, OpenTelemetry metrics ------------------------------------------
+
+SPAN_COLUMNS = (
+    "epoch(ts) AS ts, service, environment, release, host, trace_id, span_id, parent_id, "
+    "name, kind, duration_ms, status, status_message, attributes, events"
+)
+
+
+def trace_spans() -> str:
+    return f"SELECT {SPAN_COLUMNS} FROM span WHERE trace_id = ? ORDER BY ts LIMIT 10000"
+
+
+def trace_roots(filters: dict[str, str], min_duration_ms: float | None) -> tuple[str, list[Any]]:
+    where = ["ts >= make_timestamp(?)", "ts < make_timestamp(?)", "parent_id IS NULL"]
+    params: list[Any] = []
+    for name in ("service", "environment", "release", "name"):
+        if name in filters:
+            where.append(f"{name} = ?")
+            params.append(filters[name])
+    if min_duration_ms is not None:
+        where.append("duration_ms >= ?")
+        params.append(min_duration_ms)
+    statement = (
+        f"SELECT {SPAN_COLUMNS}, (SELECT count(*) FROM span s2 WHERE s2.trace_id = span.trace_id) "
+        f"AS spans FROM span WHERE {' AND '.join(where)} ORDER BY ts DESC LIMIT ?"
+    )
+    return statement, params
+
+
+LOG_COLUMNS = (
+    "epoch_us(ts) AS ts_us, service, environment, release, host, id, level, severity, logger, "
+    "message, exception, trace_id, span_id, request_id, attributes"
+)
+
+
+def log_search(
+    filters: dict[str, str],
+    levels: list[str] | None,
+    text: str | None,
+    cursor: tuple[int, str] | None,
+) -> tuple[str, list[Any]]:
+    where = ["ts >= make_timestamp(?)", "ts < make_timestamp(?)"]
+    params: list[Any] = []
+    for name in ("service", "environment", "release", "host", "trace_id", "request_id", "logger"):
+        if name in filters:
+            where.append(f"{name} = ?")
+            params.append(filters[name])
+    if levels:
+        where.append(f"level IN ({', '.join('?' * len(levels))})")
+        params += levels
+    if text:
+        where.append("contains(lower(message), lower(?))")
+        params.append(text)
+    if cursor is not None:
+        where.append("(epoch_us(ts) < ? OR (epoch_us(ts) = ? AND id < ?))")
+        params += [cursor[0], cursor[0], cursor[1]]
+    statement = (
+        f"SELECT {LOG_COLUMNS} FROM log WHERE {' AND '.join(where)} "
+        "ORDER BY ts DESC, id DESC LIMIT ?"
+    )
+    return statement, params
+
+
+OTEL_NAMES = (
+    "SELECT name, type, unit, count(*) AS points, count(DISTINCT service) AS services "
+    "FROM otel_metric WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?) "
+    "GROUP BY name, type, unit ORDER BY name"
+)
+
+
+def otel_points(filters: dict[str, str]) -> tuple[str, list[Any]]:
+    where = ["name = ?", "ts >= make_timestamp(?)", "ts < make_timestamp(?)"]
+    params: list[Any] = []
+    for name in ("service", "environment", "release", "host"):
+        if name in filters:
+            where.append(f"{name} = ?")
+            params.append(filters[name])
+    statement = (
+        "SELECT epoch(ts) AS ts, service, type, unit, temporality, start_ts, attributes, value, "
+        "count, sum, "
+        'min, max, bounds, counts, scale, zero_count, "offset" '
+        f"FROM otel_metric WHERE {' AND '.join(where)} ORDER BY ts LIMIT 500000"
+    )
+    return statement, params
