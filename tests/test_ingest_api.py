@@ -252,7 +252,7 @@ def test_beacon_is_redacted_and_templated(server: Server) -> None:
     assert view["page"] == "/orders/{id}"
     lcp = next(v for v in view["vitals"] if v["name"] == "LCP")
     assert lcp["value"] == 2100.0
-    assert lcp["rating"] == 0
+    assert lcp["rating"] == "good"
     assert lcp["attribution"] == {"element": "img.hero", "url": "https://cdn.example/a.jpg?sig="}
 
 

@@ -184,7 +184,6 @@ class Tab:
 def site() -> Iterator[Site]:
     third = Site({}).start()
     main = Site({"__THIRD__": third.url, "__KEY__": PUBLIC_KEY}).start()
-    main.third = third.url  # type: ignore[attr-defined]
     try:
         yield main
     finally:

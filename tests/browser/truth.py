@@ -20,7 +20,11 @@ def cls(t: dict[str, Any]) -> tuple[float, list[Entry]]:
     for e in t["entries"]["layout-shift"]:
         if e["hadRecentInput"]:
             continue
-        if window and e["startTime"] - window[-1]["startTime"] < 1000 and e["startTime"] - window[0]["startTime"] < 5000:
+        if (
+            window
+            and e["startTime"] - window[-1]["startTime"] < 1000
+            and e["startTime"] - window[0]["startTime"] < 5000
+        ):
             value += e["value"]
             window.append(e)
         else:
@@ -50,7 +54,11 @@ def inp_parts(t: dict[str, Any], first: Entry) -> dict[str, float]:
     """web-vitals' INP subparts: entries presented in the same frame (render
     times within 8 ms) form the group whose processing the interaction waited for."""
     render = first["startTime"] + first["duration"]
-    group = [e for e in t["entries"]["event"] if e["duration"] >= 40 and abs(e["startTime"] + e["duration"] - render) <= 8]
+    group = [
+        e
+        for e in t["entries"]["event"]
+        if e["duration"] >= 40 and abs(e["startTime"] + e["duration"] - render) <= 8
+    ]
     next_paint = max(render, first["processingStart"])
     end = min(max(e["processingEnd"] for e in group), next_paint)
     return {
@@ -91,15 +99,28 @@ def long_tasks(tasks: list[Entry], frames: list[Entry]) -> dict[str, Any]:
     }
 
 
-def groups(resources: list[Entry], type_of: dict[str, str], origin: str) -> dict[str, dict[str, Any]]:
+def groups(
+    resources: list[Entry], type_of: dict[str, str], origin: str
+) -> dict[str, dict[str, Any]]:
     """Resource entries summed per type; ``type_of`` maps a URL path to its type."""
     out: dict[str, dict[str, Any]] = {}
     for r in resources:
         path = "/" + r["name"].split("/", 3)[3].split("?")[0]
         kind = type_of[path]
-        g = out.setdefault(kind, {"type": kind, "count": 0, "transfer_bytes": 0, "encoded_bytes": 0,
-                                  "decoded_bytes": 0, "duration_ms": 0.0, "cache_hits": 0,
-                                  "render_blocking": 0, "third_party": 0})
+        g = out.setdefault(
+            kind,
+            {
+                "type": kind,
+                "count": 0,
+                "transfer_bytes": 0,
+                "encoded_bytes": 0,
+                "decoded_bytes": 0,
+                "duration_ms": 0.0,
+                "cache_hits": 0,
+                "render_blocking": 0,
+                "third_party": 0,
+            },
+        )
         g["count"] += 1
         g["transfer_bytes"] += r["transferSize"]
         g["encoded_bytes"] += r["encodedBodySize"]

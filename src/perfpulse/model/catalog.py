@@ -26,6 +26,7 @@ from typing import Literal
 
 Outcome = Literal["status", "rating", "hit", "error", "none"]
 COMMON_DIMS = ("service", "environment", "release")
+RATINGS = ("good", "needs_improvement", "poor")  # the names of rating 0, 1 and 2
 MAX_ROLLUP_DIMS = 4
 
 

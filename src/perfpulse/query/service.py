@@ -24,7 +24,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from perfpulse.model.catalog import CATALOG, METRICS, VITALS, Metric, UnknownMetric, metric
+from perfpulse.model.catalog import (
+    CATALOG,
+    METRICS,
+    RATINGS,
+    VITALS,
+    Metric,
+    UnknownMetric,
+    metric,
+)
 from perfpulse.store.base import Backend, SketchGroup, SketchQuery
 
 RESERVED = frozenset({"metric", "q", "from", "to", "by", "step", "limit", "order", "explain"})
@@ -32,7 +40,6 @@ DEFAULT_QS = "0.5,0.95,0.99"
 MAX_POINTS = 10_000
 AUTO_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400)
 ORDERS = ("count", "sum", "rate", "error_ratio")
-RATINGS = ("good", "needs_improvement", "poor")
 PASSING = ("LCP", "INP", "CLS")
 VIEW_FILTERS = ("service", "environment", "release", "page", "device", "browser")
 

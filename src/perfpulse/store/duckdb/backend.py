@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from perfpulse.model.catalog import METRICS, Metric
+from perfpulse.model.catalog import METRICS, RATINGS, Metric
 from perfpulse.model.rows import LAYOUTS
 from perfpulse.store.base import Flush, Plan, SketchGroup, SketchQuery
 from perfpulse.store.duckdb import sql
@@ -199,6 +199,7 @@ class DuckDBBackend:
                 item = dict(zip(cols, row, strict=True))
                 parent = by_id[item.pop("view_id")]
                 if table == "rum_vital":
+                    item["rating"] = RATINGS[item["rating"]]
                     attribution = item.get("attribution")
                     item["attribution"] = json.loads(attribution) if attribution else None
                     parent["vitals"].append(item)

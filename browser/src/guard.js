@@ -1,0 +1,22 @@
+/**
+ * The agent never throws into the page: every callback it hands to the browser
+ * (observers, listeners, web-vitals reporters, the History API wrappers) goes
+ * through `guard`, which swallows whatever the agent itself throws.
+ *
+ *     addEventListener('pagehide', guard(end));
+ */
+export const guard =
+  (fn) =>
+  (...args) => {
+    try {
+      return fn(...args);
+    } catch {
+      // The page must never see an agent error.
+    }
+  };
+
+/** Clip a string so no single value can push a beacon past its size limit. */
+export const clip = (s, max = 1000) => (s == null ? s : String(s).slice(0, max));
+
+/** Byte counts on the wire are non-negative integers. */
+export const bytes = (n) => Math.max(0, Math.round(n) || 0);
