@@ -180,7 +180,7 @@ class Tab:
         return [json.loads(b) for b in self.beacons]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site() -> Iterator[Site]:
     third = Site({}).start()
     main = Site({"__THIRD__": third.url, "__KEY__": PUBLIC_KEY}).start()
@@ -191,7 +191,7 @@ def site() -> Iterator[Site]:
         third.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def collector(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     assert RUM_JS.is_file(), "build the agent first: cd browser && npm ci && npm run build"
     c = Collector(tmp_path_factory.mktemp("collector") / "data", site.url)
@@ -202,7 +202,7 @@ def collector(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         c.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
