@@ -12,7 +12,7 @@ is performance data, so :func:`redact_url` removes it and keeps the shape:
   (1 to 32 letters, ``_``, ``-``, ``.``, ``[`` or ``]``, so ``?debug`` stays):
   anything else, such as a cache buster ``?1699999999`` or a bare token, is a
   value and is dropped, as are empty items (``&&``); a query left empty loses
-  its ``?``;
+  its ``?``. Items are split on ``&`` only: ``?a=1;b=2`` gives ``?a=``;
 - the **fragment** is dropped whole (``#...``);
 - everything else (scheme, host, port, path, percent-encoding) is kept exactly as
   written. The path is not templated here: that is
@@ -20,11 +20,13 @@ is performance data, so :func:`redact_url` removes it and keeps the shape:
 
 It never raises, whatever the input; what it returns for odd input:
 
-- surrounding whitespace is stripped; ``""`` and ``"#x"`` give ``""``;
+- whitespace around the scheme-host-path part and around keys is stripped;
+  ``""`` and ``"#x"`` give ``""``;
 - a relative URL (``/a?b=c``, ``a/b``) is redacted the same way (``/a?b=``);
 - an *opaque* URL, whose scheme is not followed by ``//`` (``mailto:``,
   ``data:``, ``tel:``, ``javascript:``, ``blob:``), keeps only its scheme:
-  ``mailto:alice@example.com`` gives ``mailto:``;
+  ``mailto:alice@example.com`` gives ``mailto:``, and so does anything that
+  starts like a scheme: ``localhost:3000/x`` gives ``localhost:``;
 - a URL whose host and port cannot be read (a space in the host, a non-numeric
   port, an unclosed ``[``) gives ``""``: a password with a ``/`` in it ends the
   host early, so nothing after the scheme can be trusted.

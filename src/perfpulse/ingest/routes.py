@@ -21,7 +21,7 @@ that twice:
 ``{token}``   a JWT (``eyJ...``), or 8 or more of ``[A-Za-z0-9_-]`` (and ``=``
               padding) with a digit and a letter that change class at least 4
               times, the way random strings do: ``dQw4w9WgXcQ``
-``{id}``      letters with a run of 4 or more digits: ``ORD12345678``
+``{id}``      without separators, a run of 4 or more digits: ``ORD12345678``
 ============  ===========================================================
 
 A segment with ``.``, ``-``, ``_`` or ``~`` in it that matched none of these is
@@ -124,6 +124,8 @@ def _segment(segment: str) -> str:
         return "{date}"
     if _EMAIL.fullmatch(segment):
         return "{email}"
+    if _is_hash(segment):
+        return "{hash}"
     if _JWT.fullmatch(segment) or _is_token(segment):
         return "{token}"
     if _PARTS.search(segment) is None:
@@ -183,8 +185,9 @@ class RouteFolder:
     Example::
 
         folder = RouteFolder(cap=1000)
-        folder.seed("shop", store.known_routes("shop"))
-        event.route = folder.fold("shop", template_path(event.route))
+        for service, routes in routes_in_storage.items():
+            folder.seed(service, routes)
+        route = folder.fold(service, template_path(event.route))
     """
 
     def __init__(self, cap: int = 1000, max_services: int = 10_000) -> None:

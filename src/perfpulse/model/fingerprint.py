@@ -20,20 +20,22 @@ no literal value may survive it. Rules:
   ``IN ((1, 2), (3, 4))`` gives ``IN ((?, ?))``, ``ARRAY[1, 2]`` gives ``ARRAY[?]``;
 - **comments are removed** (``-- ...`` and ``/* ... */``; MySQL's ``#`` comment
   is not recognized, as ``#`` is an operator in PostgreSQL);
-- **whitespace** collapses to one space, none after ``(`` or before ``)`` or
-  ``,``, one after ``,``; trailing ``;`` are dropped;
+- **whitespace** collapses to one space, none after ``(`` or before ``)``,
+  ``,`` or ``;``, one after ``,``; trailing ``;`` are dropped;
 - **keywords** (:data:`KEYWORDS`) are upper-cased; identifiers, quoted
   identifiers (``"User"``, ```order```) and function names are left as written.
 
 Whether ``\\`` escapes a quote depends on the database: it does in MySQL (and
 in what client-side drivers such as PyMySQL interpolate: ``'O\\'Brien'``), not in
-standard SQL (``'C:\\'``). When a string literal holds a backslash, the
-statement is read both ways and every character that either reading puts in a
-literal is removed, a run of them becoming one ``?``: the one reading that was
-right loses nothing, the other may take some SQL along (``a = 'C:\\' AND b = 1``
-gives ``a = ?``). A string still open at the end (a truncated statement) runs to
-the end and becomes one ``?``. Double-quoted text is always an identifier, as
-in standard SQL: a MySQL string in double quotes survives.
+standard SQL (``'C:\\'``). A statement with a backslash is read both ways. A
+reading with a string directly followed by a word or another literal
+(``'O\\'`` then ``Brien``) is impossible; if only one reading is possible, it
+is used. Otherwise every character that either reading puts in a literal or a
+comment is removed, a run of them becoming one ``?``: the right reading loses
+nothing, the wrong one may take some SQL along (``a = 'C:\\' AND b = 1`` gives
+``a = ?``). A string or quoted identifier still open at the end (a truncated
+statement) runs to the end and becomes one ``?``. Double-quoted text is always
+an identifier, as in standard SQL: a MySQL string in double quotes survives.
 
 :func:`redact_statement` is the version for showing one slow statement: it
 removes literals and comments the same way but keeps the statement as written
@@ -87,28 +89,34 @@ _OPERAND_KEYWORDS = frozenset(
 )
 _LISTS = {"IN": ("(", ")"), "VALUES": ("(", ")"), "ARRAY": ("[", "]")}
 
+# One token and the whitespace before it. The kinds are ordered by how often
+# they come up, as the first alternative that matches wins.
 _TOKENS = r"""
-    (?P<space>\s+)
-  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-  | (?P<string>(?:[bBnNxX]|[uU]&)?{string}|[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*')
-  | (?P<open_string>(?:[bBeEnNxX]|[uU]&)?'.*)
-  | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$(?P=tag)\$|\Z))
-  | (?P<quoted>"[^"]*(?:""[^"]*)*"|`[^`]*(?:``[^`]*)*`)
-  | (?P<open_quoted>["`].*)
-  | (?P<param>\$[0-9]+|%\([^()\s]*\)s|%s|(?<!:):[A-Za-z_][A-Za-z0-9_]*|\?)
-  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<word>[^\W\d][\w$]*)
-  | (?P<op>::|<=|>=|<>|!=|\|\||->>|->|.)
+    (?P<space>\s*)
+    (?:
+      (?P<word>(?![bBeEnNxX]'|[uU]&')[^\W\d][\w$]*)
+    | (?P<punct>[(),;=*]|\.(?!\d))
+    | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+    | (?P<string>(?:(?:[bBnNxX]|[uU]&)?{string}|[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*')(?!'))
+    | (?P<param>\$[0-9]+|%\([^()\s]*\)s|%s|(?<!:):[A-Za-z_][A-Za-z0-9_]*|\?)
+    | (?P<quoted>"[^"]*(?:""[^"]*)*"|`[^`]*(?:``[^`]*)*`)
+    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+    | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$(?P=tag)\$|\Z))
+    | (?P<open_string>(?:[bBeEnNxX]|[uU]&)?'.*)
+    | (?P<open_quoted>["`].*)
+    | (?P<op>::|<=|>=|<>|!=|\|\||->>|->|\S)
+    )
 """
 # Two readers that differ only in how a string literal ends.
 _ESCAPED = re.compile(
     _TOKENS.replace("{string}", r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'"), re.VERBOSE | re.DOTALL
 )
 _STANDARD = re.compile(_TOKENS.replace("{string}", r"'[^']*(?:''[^']*)*'"), re.VERBOSE | re.DOTALL)
-_STRINGS = frozenset({"string", "open_string"})
 _LITERALS = frozenset({"string", "open_string", "dollar", "number", "open_quoted", "merged"})
+# What cannot come right after a string literal, without whitespace between.
+_NOT_AFTER_STRING = _LITERALS | {"word", "param", "quoted"}
 
-_Token = tuple[str, str]  # (kind, text)
+_Token = tuple[str, str, str]  # (whitespace before, kind, text)
 
 
 def fingerprint_sql(statement: str) -> str:
@@ -123,75 +131,109 @@ def redact_statement(statement: str) -> str:
 
     Unlike :func:`fingerprint_sql`, the statement keeps its case, placeholders,
     line breaks and indentation, and lists are not collapsed. A removed comment
-    leaves the whitespace that followed it (or one space). Leading and trailing
-    whitespace is stripped. Not cached: slow statements are rare.
+    leaves the whitespace that followed it (or else the whitespace before it, or
+    one space). Leading and trailing whitespace is stripped. Not cached: slow
+    statements are rare.
     """
     out: list[str] = []
     gap = ""  # the whitespace to put before the next token
     comment = False  # whether a comment was removed since the last token
-    for kind, text in _tokenize(statement):
-        if kind == "space":
-            gap = text if comment else gap + text
-        elif kind == "comment":
+    for space, kind, text in _tokenize(statement):
+        gap = (space or gap) if comment else space
+        if kind == "comment":
             comment = True
-        else:
-            if out:
-                out.append(gap or (" " if comment else ""))
-            gap, comment = "", False
-            if kind in _LITERALS or (kind == "word" and text.upper() in _BOOLEANS):
-                text = "?"
-            out.append(text)
+            continue
+        if out:
+            out.append(gap or (" " if comment else ""))
+        if kind in _LITERALS or (kind == "word" and text.upper() in _BOOLEANS):
+            text = "?"
+        out.append(text)
+        comment = False
     return "".join(out)
 
 
 def _tokenize(statement: str) -> list[_Token]:
-    """Split ``statement`` into (kind, text) tokens (see the module on backslashes)."""
-    escaped = [(m.lastgroup or "op", m.group()) for m in _ESCAPED.finditer(statement)]
-    if not any(kind in _STRINGS and "\\" in text for kind, text in escaped):
-        return escaped  # the standard reading is the same
-    # Mark every character either reading puts in a literal or a comment...
+    """Split ``statement`` into tokens (see the module on backslashes).
+
+    Trailing whitespace is left out.
+    """
+    if "\\" not in statement:  # both readings are the same
+        return [
+            (m["space"], kind, m[kind])
+            for m in _ESCAPED.finditer(statement)
+            if (kind := m.lastgroup or "op")
+        ]
+    readings = [list(reader.finditer(statement)) for reader in (_ESCAPED, _STANDARD)]
+    possible = [matches for matches in readings if _possible(matches)]
+    if len(possible) == 1:
+        return [_token(m) for m in possible[0]]
+    return _union(statement, readings)
+
+
+def _possible(matches: list[re.Match[str]]) -> bool:
+    """Whether a reading could be right: no string is directly followed by a word
+    or another literal, as ``'it\\'s'`` read the standard way (``'it\\'`` then
+    ``s``). A string left open is possible: the statement may have been cut."""
+    previous = ""
+    for m in matches:
+        kind = m.lastgroup or "op"
+        if previous == "string" and not m["space"] and kind in _NOT_AFTER_STRING:
+            return False
+        previous = kind
+    return True
+
+
+def _union(statement: str, readings: list[list[re.Match[str]]]) -> list[_Token]:
+    """The first reading's tokens, less what any reading puts in a literal or comment.
+
+    A run of tokens touching a character some reading puts in a literal becomes
+    one literal, and a token touching only a comment becomes a comment.
+    """
     literal = bytearray(len(statement))
     comment = bytearray(len(statement))
-    for reader in (_ESCAPED, _STANDARD):
-        for m in reader.finditer(statement):
-            marks = (
-                literal
-                if m.lastgroup in _LITERALS
-                else comment
-                if m.lastgroup == "comment"
-                else None
-            )
+    for matches in readings:
+        for m in matches:
+            kind = m.lastgroup or "op"
+            marks = literal if kind in _LITERALS else comment if kind == "comment" else None
             if marks is not None:
-                marks[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
-    # ...then a run of tokens touching a literal mark becomes one literal, and a
-    # token touching only a comment mark, a comment.
+                marks[m.start(kind) : m.end()] = b"\x01" * (m.end() - m.start(kind))
     tokens: list[_Token] = []
-    start = 0
-    for kind, text in escaped:
-        end = start + len(text)
+    for m in readings[0]:
+        space, kind, text = _token(m)
+        start, end = m.start(kind), m.end()
         if 1 in literal[start:end]:
-            if tokens and tokens[-1][0] == "merged":
-                text = tokens.pop()[1] + text
-            tokens.append(("merged", text))
+            if tokens and tokens[-1][1] == "merged":
+                space, _, merged = tokens.pop()
+                text = merged + text
+            tokens.append((space, "merged", text))
         else:
-            tokens.append(("comment" if 1 in comment[start:end] else kind, text))
-        start = end
+            tokens.append((space, "comment" if 1 in comment[start:end] else kind, text))
     return tokens
+
+
+def _token(m: re.Match[str]) -> _Token:
+    kind = m.lastgroup or "op"
+    space, text = m.group("space", kind)
+    return space, kind, text
 
 
 def _fingerprint(statement: str) -> str:
     texts: list[str] = []
     spaced: list[bool] = []  # whether whitespace came before texts[i]
+    lists: list[int] = []  # where IN, VALUES and ARRAY are in texts
     space = False
-    for kind, text in _tokenize(statement):
-        if kind == "space" or kind == "comment":
+    for before, kind, text in _tokenize(statement):
+        if before or kind == "comment":
             space = True
-            continue
+            if kind == "comment":
+                continue
         literal = kind == "param" or kind in _LITERALS
         if kind == "word" and (not texts or texts[-1] != "."):  # ``t.order`` is a column
             upper = text.upper()
             if upper in KEYWORDS:
                 text = upper
+                if upper in _LISTS:
+                    lists.append(len(texts))
             literal = upper in _BOOLEANS
         if literal:
             while texts and texts[-1] in ("-", "+") and _is_prefix_sign(texts, len(texts) - 1):
@@ -204,9 +246,9 @@ def _fingerprint(statement: str) -> str:
     while texts and texts[-1] == ";":
         texts.pop()
         spaced.pop()
-    for i in range(len(texts) - 2, -1, -1):
-        brackets = _LISTS.get(texts[i])
-        if brackets is not None and texts[i + 1] == brackets[0]:
+    for i in reversed(lists):  # inner lists first
+        brackets = _LISTS[texts[i]]
+        if i + 1 < len(texts) and texts[i + 1] == brackets[0]:
             _collapse(texts, spaced, i + 1, brackets)
     return _join(texts, spaced)
 
@@ -284,7 +326,7 @@ def _join(texts: list[str], spaced: list[bool]) -> str:
     parts: list[str] = []
     previous = ""
     for text, space in zip(texts, spaced, strict=True):
-        if parts and text not in (",", ")") and previous != "(" and (space or previous == ","):
+        if parts and text not in (",", ")", ";") and previous != "(" and (space or previous == ","):
             parts.append(" ")
         parts.append(text)
         previous = text
