@@ -6,6 +6,9 @@
     perfpulse demo  [--host 127.0.0.1] [--port 8600] [--data-dir DIR] [--rate 200]
     perfpulse query percentiles --metric http.server.duration --by route --since 1h
     perfpulse query timeseries|top|vitals ...
+    perfpulse incidents list|show|ack|resolve|note ...    (docs/alerts.md)
+    perfpulse silences list|add|expire ...; perfpulse rules check FILE
+    perfpulse budget check [--build DIR] [--url URL] ...  (docs/budgets.md)
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from perfpulse.alerts import cli as alerts_cli
+from perfpulse.budgets import cli as budgets_cli
 from perfpulse.keys import ENV_ALLOWED_ORIGINS, ENV_READ_TOKEN, Keys, parse_origins
 from perfpulse.store.retention import DAY, Retention
 
@@ -47,6 +52,10 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8600)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="DuckDB file, spool and keys")
+    p.add_argument("--rules", type=Path, help="alerting file (default <data dir>/rules.yaml)")
+    p.add_argument(
+        "--budgets", type=Path, help="budgets file (default <data dir>/perfpulse-budgets.yaml)"
+    )
     p.add_argument("--max-body", type=_size, default="1MiB", help="largest request body (1MiB)")
     p.add_argument("--spool-max", type=_size, default="1GiB", help="spool capacity (1GiB)")
     p.add_argument(
@@ -76,6 +85,8 @@ def _settings(args: argparse.Namespace) -> Any:
             raw_s=args.raw_retention_days * DAY, rollup_s=args.rollup_retention_days * DAY
         ),
         memory_limit=args.memory_limit,
+        rules=args.rules,
+        budgets=args.budgets,
     )
 
 
@@ -85,7 +96,14 @@ def serve(args: argparse.Namespace) -> int:
     from perfpulse.server import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(_settings(args))
+    from perfpulse.alerts.engine import check_files
+
+    settings = _settings(args)
+    problem = check_files(settings.data_dir, settings.rules, settings.budgets)
+    if problem:
+        print(f"perfpulse: {problem}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0 after a clean drain.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
@@ -242,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     q.add_argument("--json", action="store_true", help="print the JSON answer")
     q.set_defaults(run=query)
+    alerts_cli.add_commands(sub)
+    budgets_cli.add_commands(sub)
     return p
 
 

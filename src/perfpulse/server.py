@@ -31,6 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from perfpulse.alerts.api import routes as alert_routes
+from perfpulse.alerts.engine import AlertEngine
+from perfpulse.alerts.source import QuerySource
 from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalizer
 from perfpulse.ingest.receiver import DEFAULT_MAX_BODY, Receiver
@@ -63,6 +66,8 @@ class Settings:
     memory_limit: str = "512MB"
     compact_every_s: float = 30.0
     clock: Callable[[], float] = time.time
+    rules: Path | None = None  # alerting file; default <data dir>/rules.yaml
+    budgets: Path | None = None  # budgets file; default <data dir>/perfpulse-budgets.yaml
 
 
 class Collector:
@@ -117,6 +122,10 @@ class Collector:
         self.telemetry = Telemetry(self.query)
         self.metrics.live(self._live_metrics)
         self.writer.start()
+        self.alerts = AlertEngine.for_collector(
+            s.data_dir, QuerySource(self.query), rules=s.rules, budgets=s.budgets, clock=s.clock
+        )
+        self.alerts.start()
 
     def _live_metrics(self) -> Iterable[Metric]:
         st = self.spool.stats()
@@ -136,6 +145,7 @@ class Collector:
             yield gauge("perfpulse_table_rows", "Rows per table.", n, {"table": table})
 
     async def close(self) -> None:
+        self.alerts.stop()
         self.writer.stop()
         await self.spool.close()
         self.backend.close()
@@ -272,6 +282,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/logs", _reader(collector, lambda c, p: c.telemetry.logs(p))),
         Route("/api/v1/otel/metrics", _reader(collector, lambda c, p: c.telemetry.otel_metrics(p))),
         Route("/api/v1/otel/series", _reader(collector, lambda c, p: c.telemetry.otel_series(p))),
+        *alert_routes(lambda: collector().alerts, lambda: collector().keys.read_token),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.collector = collector
