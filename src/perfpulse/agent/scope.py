@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,29 @@ def _noop(event: dict[str, Any]) -> None:
 
 _sink: Sink = _noop
 sink_failures = 0  # events the sink raised on (counted, never propagated)
+
+
+_log = logging.getLogger("perfpulse.agent")
+internal_failures = 0  # failures inside instrumentation (counted, logged once per place)
+_logged_failures: set[str] = set()
+
+
+def internal_failure(where: str) -> None:
+    """Count a failure inside the agent and log it (with its traceback) once per ``where``.
+
+    Call it from an ``except Exception`` block in instrumentation code instead of
+    letting the exception reach the application::
+
+        try:
+            ...
+        except Exception:
+            internal_failure("asgi.finish")
+    """
+    global internal_failures
+    internal_failures += 1
+    if where not in _logged_failures:
+        _logged_failures.add(where)
+        _log.warning("perfpulse agent: internal failure in %s (logged once)", where, exc_info=True)
 
 
 def set_sink(sink: Sink | None) -> None:
@@ -69,6 +93,22 @@ class RequestScope:
     cache_hits: int = 0
     cache_misses: int = 0
     queries: dict[str, list[float]] = field(default_factory=dict)
+    #: The unhandled exception of the request, when a framework hook saw one.
+    error: BaseException | None = None
+    #: How to read the route from the framework when ``route`` is not set yet
+    #: (ASGI: Starlette routes inside the application, after the middleware ran).
+    resolve_route: Callable[[], str | None] | None = None
+
+    def route_template(self) -> str | None:
+        """The request's route template, or ``None`` before the framework routed it.
+
+        Instrumentation that tags its events with the route should call this
+        rather than read ``route``: with Starlette/FastAPI the template is only
+        known once the router has matched, which the middleware cannot see.
+        """
+        if self.route is None and self.resolve_route is not None:
+            self.route = self.resolve_route()
+        return self.route
 
     def add_query(self, fingerprint: str, duration_ms: float) -> None:
         self.db_time_ms += duration_ms

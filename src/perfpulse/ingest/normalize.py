@@ -58,6 +58,7 @@ from perfpulse.model.rows import Row
 MAX_DURATION_MS = 600_000.0
 MAX_CLS = 100.0
 FUTURE_SLACK_S = 86_400.0
+SENTINEL_ROUTES = frozenset({"unmatched", "other"})
 DROP_REASONS = ("non_finite", "negative_value", "absurd_value", "future_timestamp", "too_old")
 
 _isfinite = math.isfinite
@@ -168,6 +169,10 @@ class Normalizer:
         return "too_old" if ts < lo else "future_timestamp"
 
     def route(self, service: str, route: str) -> str:
+        """The stored route: a template, folded at the cap. The agents' sentinel
+        words (``unmatched`` for a request no route matched, ``other``) stay."""
+        if route in SENTINEL_ROUTES:
+            return self.folder.fold(service, route)
         return self.folder.fold(service, template_path(route))
 
     def batch(self, batch: Batch) -> Normalized:

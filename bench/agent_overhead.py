@@ -1,0 +1,354 @@
+"""What an APM agent costs a Starlette app: perfpulse against the usual alternatives.
+
+One do-nothing Starlette route (``GET /items/{item_id}`` answering ``ok``),
+served by uvicorn (one process, uvloop + httptools), measured in the same run
+in five variants:
+
+- ``bare``: no instrumentation, the baseline;
+- ``perfpulse``: :class:`perfpulse.agent.asgi.PerfpulseMiddleware`, sending to a
+  real ``perfpulse serve`` on loopback (resource sampler on, every 10 s);
+- ``prometheus``: ``prometheus-fastapi-instrumentator`` (``instrument(app)``);
+- ``otel``: OpenTelemetry's ASGI middleware with the SDK's ``TracerProvider``
+  and a ``BatchSpanProcessor`` whose exporter drops the spans (no-op exporter,
+  so no export cost is counted, only the spans' creation and batching);
+- ``sentry``: ``sentry-sdk`` with ``traces_sample_rate=1.0`` (its Starlette
+  integration is enabled automatically), DSN pointing at a dummy HTTP server
+  on 127.0.0.1 that answers 200 to every envelope.
+
+**Method.** The app server is pinned to CPU 1; ``wrk`` (one thread, 16
+connections), the collector and the dummy Sentry server share CPU 0. The
+headline figure is the **server's CPU time per request**: the user + system
+time of the server process (all its threads: the agent's sender, OTel's batch
+processor, Sentry's transport) over the load, divided by the requests ``wrk``
+completed; "µs added" is that minus the bare app's. Unlike ``1 / throughput``
+(also shown, with the mean latency, which at 16 connections is about 16 × the
+per-request time) it does not move when other processes take CPU 1 away, which
+on a shared machine they do. Each variant is started fresh in each round
+(variants interleaved), warmed up, then loaded; the median round counts. RSS
+is read from the server process after the load.
+
+The in-process columns call the ASGI app directly (no server, no sockets) N
+times per variant, each variant in its own interpreter pinned to CPU 1, and
+count the CPU time of that process (its background threads included) per call:
+best of 5 runs. It is the low-noise figure on a busy machine.
+
+Run::
+
+    python -m bench.agent_overhead --duration 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.servers import INGEST_KEY, collector, free_port
+
+VARIANTS = ("bare", "perfpulse", "prometheus", "otel", "sentry")
+ROOT = Path(__file__).resolve().parent.parent
+_VARIANT_ENV = "PP_BENCH_VARIANT"
+_COLLECTOR_ENV = "PP_BENCH_COLLECTOR"
+_SENTRY_ENV = "PP_BENCH_SENTRY_DSN"
+
+
+# --- the application, built in the server process -----------------------------
+
+
+def make_app() -> Any:
+    """The app for ``$PP_BENCH_VARIANT`` (uvicorn ``--factory``)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    variant = os.environ.get(_VARIANT_ENV, "bare")
+    if variant == "sentry":  # before the app exists: it patches Starlette
+        import sentry_sdk
+
+        sentry_sdk.init(dsn=os.environ[_SENTRY_ENV], traces_sample_rate=1.0)
+
+    async def item(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app: Any = Starlette(routes=[Route("/items/{item_id}", item), Route("/healthz", healthz)])
+    if variant == "perfpulse":
+        import perfpulse.agent
+        from perfpulse.agent.asgi import PerfpulseMiddleware
+
+        perfpulse.agent.init(
+            service="bench", endpoint=os.environ[_COLLECTOR_ENV], key=INGEST_KEY, release="b"
+        )
+        app.add_middleware(PerfpulseMiddleware)
+    elif variant == "prometheus":
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app)
+    elif variant == "otel":
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class Discard(SpanExporter):
+            def export(self, spans: Sequence[Any]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard()))
+        trace.set_tracer_provider(provider)
+        app = OpenTelemetryMiddleware(app)
+    return app
+
+
+# --- helpers of the driving process ----------------------------------------------
+
+
+class _Envelopes(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def dummy_sentry() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Envelopes)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://public@127.0.0.1:{httpd.server_port}/1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def app_server(variant: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "uvicorn", "bench.agent_overhead:make_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), _VARIANT_ENV: variant, **env}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(proc.pid, {1})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{variant} exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{variant} did not start")
+            time.sleep(0.05)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Load:
+    rps: float
+    latency_us: float
+    errors: int
+    requests: int
+    cpu_us: float = 0.0  # server CPU (all its threads) per request
+
+
+def wrk(url: str, duration_s: float, connections: int) -> Load:
+    for _ in range(3):
+        done = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", f"{url}/items/42"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode == 0:
+            break
+        print(f"wrk failed ({done.stdout} {done.stderr}); again", file=sys.stderr)
+        time.sleep(1)
+    else:
+        raise RuntimeError("wrk kept failing")
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    value, unit = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    latency_us = float(value) * {"us": 1.0, "ms": 1e3, "s": 1e6}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    return Load(rps, latency_us, int(errors[1]) if errors else 0, requests)
+
+
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def inprocess(variant: str, n: int, env: dict[str, str]) -> float:
+    """µs per request, calling the app in a fresh interpreter (see ``--inprocess``)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.agent_overhead", "--inprocess", variant, "--calls", str(n)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), _VARIANT_ENV: variant, **env},
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return float(out.strip().splitlines()[-1])
+
+
+def _call_app(n: int) -> float:
+    app = make_app()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/items/42", "raw_path": b"/items/42", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def run(k: int) -> float:
+        started = time.process_time()  # CPU of this process, its background threads included
+        for _ in range(k):
+            await app(dict(scope), receive, send)
+        return time.process_time() - started
+
+    asyncio.run(run(2000))  # warm up
+    best = min(asyncio.run(run(n)) for _ in range(5))
+    return best / n * 1e6
+
+
+# --- the run ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per round")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--calls", type=int, default=10_000, help="in-process calls per variant")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--inprocess", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.inprocess:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {1})
+        print(f"{_call_app(args.calls):.3f}")
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("needs wrk (apt-get install wrk)")
+    variants = args.variants.split(",")
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {0})  # wrk, the collector and the dummy Sentry: CPU 0
+    tmp = Path(tempfile.mkdtemp(prefix="pp-agent-bench-"))
+    loads: dict[str, list[Load]] = {v: [] for v in variants}
+    rss: dict[str, list[float]] = {v: [] for v in variants}
+    inproc: dict[str, float] = {}
+    with collector(tmp / "data", fsync="interval") as server, dummy_sentry() as dsn:
+        env = {_COLLECTOR_ENV: server.base, _SENTRY_ENV: dsn}
+        for variant in variants:
+            inproc[variant] = inprocess(variant, args.calls, env)
+            print(f"in-process {variant}: {inproc[variant]:.2f} µs/request", file=sys.stderr)
+        for r in range(args.rounds):
+            for variant in variants:
+                with app_server(variant, env, tmp / f"{variant}.log") as (url, pid):
+                    wrk(url, args.warmup, args.connections)
+                    before = cpu_s(pid)
+                    load = wrk(url, args.duration, args.connections)
+                    load.cpu_us = (cpu_s(pid) - before) / max(1, load.requests) * 1e6
+                    loads[variant].append(load)
+                    rss[variant].append(psutil.Process(pid).memory_info().rss / 1e6)
+                print(
+                    f"round {r + 1} {variant}: {load.rps:.0f} req/s, {load.cpu_us:.1f} µs CPU/req",
+                    file=sys.stderr,
+                )
+        stored = server.metrics().get('perfpulse_events_accepted_total{kind="http"}')
+    print(report(variants, loads, rss, inproc, args))
+    if stored is not None:
+        print(f"\nhttp events accepted by the collector during the run: {stored:.0f}")
+
+
+def report(
+    variants: list[str],
+    loads: dict[str, list[Load]],
+    rss: dict[str, list[float]],
+    inproc: dict[str, float],
+    args: argparse.Namespace,
+) -> str:
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    base_us = med([1e6 / x.rps for x in loads["bare"]]) if "bare" in loads else 0.0
+    base_cpu = med([x.cpu_us for x in loads["bare"]]) if "bare" in loads else 0.0
+    base_rss = med(rss["bare"]) if "bare" in rss else 0.0
+    base_in = inproc.get("bare", 0.0)
+    lines = [
+        f"uvicorn + Starlette, 1 server process pinned to 1 CPU; wrk -t1 -c{args.connections},"
+        f" {args.duration:g} s x {args.rounds} rounds (median); {os.cpu_count()} CPUs",
+        "",
+        "| variant | server CPU µs/request | CPU µs added | in-process µs/request |"
+        " in-process µs added | RSS (MB) | RSS added (MB) | req/s | 1/throughput µs |"
+        " mean latency (µs) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        rps = med([x.rps for x in loads[v]])
+        us = med([1e6 / x.rps for x in loads[v]])
+        lat = med([x.latency_us for x in loads[v]])
+        errors = sum(x.errors for x in loads[v])
+        note = f" ({errors} non-2xx)" if errors else ""
+        cpu = med([x.cpu_us for x in loads[v]])
+        lines.append(
+            f"| {v}{note} | {cpu:.1f} | {cpu - base_cpu:+.1f} | {inproc[v]:.2f} |"
+            f" {inproc[v] - base_in:+.2f} | {med(rss[v]):.1f} | {med(rss[v]) - base_rss:+.1f} |"
+            f" {rps:,.0f} | {us:.1f} ({us - base_us:+.1f}) | {lat:,.0f} |"
+        )
+    spread = {v: [round(x.cpu_us, 1) for x in loads[v]] for v in variants}
+    lines += ["", f"server CPU µs/request per round: {spread}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
