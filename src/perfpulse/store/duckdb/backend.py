@@ -177,8 +177,12 @@ class DuckDBBackend:
 
     def sketch(self, query: SketchQuery) -> tuple[list[SketchGroup], Plan]:
         statement, params, plan = sql.sketch_query(query, self.retention)
-        rows = self._cursor().execute(statement, params).fetchall()
-        return [sql.sketch_group(row, query) for row in rows], plan
+        cur = self._con.cursor()  # a relation needs a connection with no pending result
+        try:
+            table = cur.sql(statement, params=params).to_arrow_table()
+        finally:
+            cur.close()
+        return sql.sketch_groups(table, query), plan
 
     def views(
         self, start: float, end: float, limit: int, filters: dict[str, str]
