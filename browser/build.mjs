@@ -1,38 +1,47 @@
 // Bundle src/index.js into src/perfpulse/web/static/rum.js and enforce the size
 // budget: the build fails when the gzipped agent exceeds LIMIT bytes.
 import {build} from 'esbuild';
-import {mkdirSync, writeFileSync} from 'node:fs';
-import {dirname, resolve} from 'node:path';
+import {mkdirSync, readFileSync, writeFileSync} from 'node:fs';
+import {dirname, relative, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {gzipSync} from 'node:zlib';
 import {minify} from 'terser';
+import {patch} from './patches.mjs';
 
-const LIMIT = 6464; // interim guard: the 5 KB target is not met yet (see docs/browser-agent.md)
+const LIMIT = 5120;
 const here = dirname(fileURLToPath(import.meta.url));
 const out = resolve(here, '../src/perfpulse/web/static/rum.js');
+const webVitals = resolve(here, 'node_modules/web-vitals/dist/modules');
 
-// `#wv/x.js` is web-vitals' own internal helper `lib/x.js` (observe, getSelector,
-// the INP/CLS managers…), which its package exports do not list. Sharing them
-// instead of re-writing them is what keeps the agent inside its budget; the
-// web-vitals version is pinned exactly in package.json for that reason.
-const webVitalsLib = {
-  name: 'web-vitals-lib',
-  setup(b) {
-    b.onResolve({filter: /^#wv\//}, (args) => ({
-      path: resolve(here, 'node_modules/web-vitals/dist/modules/lib', args.path.slice(4)),
-    }));
-  },
+// `let` and `const` mean the same in code that never reassigns a `const`, and
+// `let` is two bytes shorter: the bundle declares everything with `let`. Any
+// `const` that does not look like a declaration (say, inside a string) fails
+// the build instead of being rewritten.
+const constToLet = (file, src) => {
+  for (const m of src.matchAll(/\bconst\b/g)) {
+    if (!/(^|[\s;{}(])const\s+[\w${[]/.test(src.slice(Math.max(0, m.index - 1), m.index + 8))) {
+      throw new Error(`${file}: "const" that is not a declaration at ${m.index}`);
+    }
+  }
+  return src.replace(/\bconst\b/g, 'let');
 };
 
-// web-vitals re-arms every metric after a back/forward-cache restore. The agent
-// sends one beacon per page view and has already sent this one at pagehide, so
-// that machinery would only cost bytes: replace it with its never-restored state.
-const noBFCache = {
-  name: 'web-vitals-no-bfcache',
+const agent = {
+  name: 'perfpulse-agent',
   setup(b) {
-    b.onLoad({filter: /web-vitals[\\/]dist[\\/]modules[\\/]lib[\\/]bfcache\.js$/}, () => ({
-      contents: 'export const getBFCacheRestoreTime = () => -1; export const onBFCacheRestore = () => {};',
-    }));
+    // `#wv/x.js` is web-vitals' own internal helper `lib/x.js` (observe,
+    // getSelector, the INP/CLS managers…), which its package exports do not
+    // list. Sharing them instead of re-writing them keeps the agent inside its
+    // budget; the web-vitals version is pinned exactly for that reason.
+    b.onResolve({filter: /^#wv\//}, (args) => ({path: resolve(webVitals, 'lib', args.path.slice(4))}));
+    b.onResolve({filter: /^web-vitals\//}, (args) => ({path: resolve(webVitals, args.path.slice(11))}));
+    // web-vitals modules get the edits of patches.mjs; every module gets `let`.
+    b.onLoad({filter: /\.js$/}, (args) => {
+      const src = readFileSync(args.path, 'utf8');
+      const wv = relative(webVitals, args.path).replace(/\\/g, '/');
+      const file = wv.startsWith('..') ? args.path : wv;
+      return {contents: constToLet(file, file == wv ? patch(wv, src) : src), loader: 'js'};
+    });
   },
 };
 
@@ -43,21 +52,24 @@ const bundled = await build({
   target: 'es2022',
   write: false,
   legalComments: 'none',
-  plugins: [webVitalsLib, noBFCache],
+  plugins: [agent],
 });
 const min = await minify(bundled.outputFiles[0].text, {
   ecma: 2020,
-  compress: {passes: 3, unsafe: true, pure_getters: true},
-  // web-vitals marks its private members with a leading underscore and mangles
-  // them in its own builds; do the same across the whole bundle.
-  mangle: {properties: {regex: /^_/}},
+  compress: {passes: 3, unsafe: true},
+  // Private members start with `_` (web-vitals' convention, which its own
+  // builds mangle too), plus three internal names of web-vitals' that no
+  // browser API has. (terser also leaves alone any name it knows from the DOM.)
+  mangle: {properties: {regex: /^(_|firstHiddenTime$|onHidden$|reportAllChanges$)/}},
   format: {comments: false},
 });
 const code = min.code;
 const gz = gzipSync(code, {level: 9}).length;
 mkdirSync(dirname(out), {recursive: true});
 writeFileSync(out, code);
-console.log(`rum.js: ${code.length} bytes raw, ${gz} bytes gzip (limit ${LIMIT})`);
+console.log(
+  `rum.js: ${code.length} bytes raw, ${gz} bytes gzip -9 (${gzipSync(code).length} at the default level; limit ${LIMIT})`,
+);
 if (gz > LIMIT) {
   console.error(`rum.js is ${gz - LIMIT} bytes over the ${LIMIT}-byte gzip budget`);
   process.exit(1);

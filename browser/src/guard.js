@@ -3,7 +3,7 @@
  * (observers, listeners, web-vitals reporters, the History API wrappers) goes
  * through `guard`, which swallows whatever the agent itself throws.
  *
- *     addEventListener('pagehide', guard(end));
+ *     addEventListener('popstate', guard(route));
  */
 export const guard =
   (fn) =>
@@ -16,7 +16,4 @@ export const guard =
   };
 
 /** Clip a string so no single value can push a beacon past its size limit. */
-export const clip = (s, max = 1000) => (s == null ? s : String(s).slice(0, max));
-
-/** Byte counts on the wire are non-negative integers. */
-export const bytes = (n) => Math.max(0, Math.round(n) || 0);
+export const clip = (s, max = 1000) => s && (s + '').slice(0, max);

@@ -4,58 +4,70 @@
  *     window.perfpulse = {endpoint: 'https://rum.example.com', key: 'PUBLIC_KEY',
  *                         release: '1.4.2', environment: 'production', sampleRate: 1};
  *
- * It does nothing without `endpoint` and `key`, decides sampling once per page
- * load, sends one beacon per page view (hard or SPA soft) when the view ends —
- * page hidden (which includes unload) or the next route change — and never
- * throws into the page. See docs/browser-agent.md.
+ * It does nothing without `endpoint` and `key` (a missing or unreadable config
+ * throws inside `guard` and leaves the agent off), decides sampling once per
+ * page load, sends one beacon per page view (hard or SPA soft) when the view
+ * ends — page hidden (which includes unload) or the next route change — and
+ * never throws into the page. See docs/browser-agent.md.
  */
+import {getSelector} from '#wv/getSelector.js';
 import {observe} from '#wv/observe.js';
 import {context} from './context.js';
-import {guard} from './guard.js';
+import {clip, guard} from './guard.js';
 import {send} from './transport.js';
-import {addInput, addTask, newView, toWire, vital} from './view.js';
-import {firstInput, watchVitals} from './vitals.js';
+import {newView} from './view.js';
+import {watchVitals} from './vitals.js';
 
-const start = (config) => {
-  const rate = Math.min(1, +config.sampleRate || (config.sampleRate == null ? 1 : 0));
-  if (!config.endpoint || !config.key || !(Math.random() < rate)) return;
-  const cfg = {...config, rate};
-  const url = String(config.endpoint).replace(/\/+$/, '') + '/api/v1/rum?key=' + encodeURIComponent(config.key);
-  const ctx = context();
-  const hard = newView(false, 0);
+const start = (c) => {
+  const rate = Math.min(1, +(c.sampleRate ?? 1) || 0);
+  if (!c.endpoint || !c.key || !(Math.random() < rate)) return;
+  const base = (c.endpoint + '').replace(/\/+$/, '') + '/api/v1/rum';
+  const url = base + '?key=' + encodeURIComponent(c.key);
+  // The fields every beacon of this page load shares.
+  const fixed = {
+    v: 1,
+    service: clip(c.service || 'web', 200),
+    environment: clip(c.environment || 'production', 200),
+    release: clip(c.release || '', 200),
+    ...context(),
+    sample_rate: rate,
+  };
+  const hard = newView(false, fixed);
   let view = hard;
   let navType = 'navigate'; // web-vitals' navigationType, for FID too
 
   // Everything an observer delivers belongs to the view current at delivery.
-  const observers = [];
-  const watch = (type, fn, opts) => {
-    const cb = guard((list) => list.forEach((e) => fn(view, e)));
+  const flush = [];
+  const add = (e) => view._add(e);
+  const watch = (type, fn = add, opts) => {
+    const cb = guard((list) => list.forEach(fn));
     const po = observe(type, cb, opts);
-    if (po) observers.push([po, cb]);
+    if (po) flush.push(() => cb(po.takeRecords()));
     return po;
   };
-  const hasTasks = watch('longtask', addTask);
-  watch('long-animation-frame', addTask);
-  watch('resource', (v, e) => e.name.startsWith(url.split('?')[0]) || v.entries.push(e));
-  watch('first-input', (v, e) => hard.sent || firstInput(e, (...a) => vital(hard, ...a), navType));
-  watch('event', (v, e) => v.soft && addInput(v, e), {durationThreshold: 40});
-  watch('layout-shift', (v, e) => v.soft && addInput(v, e));
-  watchVitals((name, ...a) => vital(hard, name, ...a) || (navType = a[2]));
+  const hasTasks = watch('longtask');
+  watch('long-animation-frame');
+  watch('resource', (e) => e.name.startsWith(base) || add(e)); // not our own beacons
+  watch('first-input', (e) =>
+    view != hard ||
+    hard._vital('FID', e.processingStart - e.startTime, {target: getSelector(e.target), type: e.name}, navType),
+  );
+  watch('event', add, {durationThreshold: 40});
+  watch('layout-shift');
+  watchVitals((m) => hard._vital(m.name, m.value, m.attribution, (navType = m.navigationType)));
 
   const end = () => {
-    for (const [po, cb] of observers) cb(po.takeRecords());
-    if (view.sent) return;
-    view.sent = 1;
-    const body = toWire(view, cfg, ctx);
-    if (!hasTasks) delete body.long_tasks;
-    send(url, JSON.stringify(body));
+    flush.map((f) => f());
+    if (view._sent) return;
+    view._sent = 1;
+    send(url, JSON.stringify(view._wire(hasTasks)));
   };
 
   // SPA: a History API URL change ends the current view and starts a soft one.
   const route = guard(() => {
-    if (location.href != view.url) {
+    if (location.href != view._url) {
       end();
-      view = newView(true, performance.now());
+      view = newView(true, fixed);
     }
   });
   for (const name of ['pushState', 'replaceState']) {
@@ -74,8 +86,8 @@ const start = (config) => {
   // listener is on document, so it runs after web-vitals' window listeners.
   document.addEventListener(
     'visibilitychange',
-    guard(() => document.visibilityState == 'hidden' && end()),
+    guard(() => document.visibilityState === 'hidden' && end()),
   );
 };
 
-guard(start)(window.perfpulse || {});
+guard(start)(window.perfpulse);

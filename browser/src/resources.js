@@ -6,7 +6,7 @@
  * the URL's extension — `initiatorType` alone cannot tell a font from a
  * background image (both are `css`).
  */
-import {bytes, clip} from './guard.js';
+import {clip} from './guard.js';
 
 const kind = (e, i = e.initiatorType, by = e.contentType || e.name.split(/[?#]/)[0]) =>
   /^(fetch|xmlhttprequest|beacon)$/.test(i)
@@ -25,25 +25,25 @@ const kind = (e, i = e.initiatorType, by = e.contentType || e.name.split(/[?#]/)
 export const summarize = (entries, origin) => {
   const groups = {};
   const one = entries.map((e) => {
+    const type = kind(e);
+    // Byte counts are integers, or missing where the browser has none.
     const r = {
-      url: clip(e.name),
-      type: kind(e),
-      transfer_bytes: bytes(e.transferSize),
-      encoded_bytes: bytes(e.encodedBodySize),
-      decoded_bytes: bytes(e.decodedBodySize),
+      transfer_bytes: e.transferSize || 0,
+      encoded_bytes: e.encodedBodySize || 0,
+      decoded_bytes: e.decodedBodySize || 0,
       duration_ms: e.duration,
       cached: !e.transferSize && e.decodedBodySize > 0,
       render_blocking: e.renderBlockingStatus == 'blocking',
       third_party: !e.name.startsWith(origin + '/'),
     };
-    // A group sums every numeric or boolean field of its entries.
-    const g = (groups[r.type] ||= {type: r.type, count: 0});
+    // A group sums every field of its entries (booleans count).
+    const g = (groups[type] ||= {type, count: 0});
     g.count++;
     for (const k in r) {
       const to = k == 'cached' ? 'cache_hits' : k;
-      if (k != 'url' && k != 'type') g[to] = (g[to] || 0) + r[k];
+      g[to] = (g[to] || 0) + r[k];
     }
-    return r;
+    return {url: clip(e.name), type, ...r};
   });
   return {
     resources: Object.values(groups),

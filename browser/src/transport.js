@@ -1,13 +1,10 @@
 /**
  * One POST per page view: `navigator.sendBeacon` (text/plain, survives the page
- * going away), else `fetch` with `keepalive`. Neither sets a cookie: the beacon
- * is credential-free by the collector's CORS policy and carries no identifier.
+ * going away), else — when it is missing, throws or refuses — `fetch` with
+ * `keepalive`. The agent sets no cookie and the beacon carries no identifier.
  */
-export const send = (url, body) => {
-  try {
-    if (navigator.sendBeacon(url, body)) return;
-  } catch {
-    // Fall through to fetch.
-  }
-  fetch(url, {method: 'POST', body, keepalive: true, credentials: 'omit'}).catch(() => {});
-};
+import {guard} from './guard.js';
+
+export const send = (url, body) =>
+  guard(() => navigator.sendBeacon(url, body))() ||
+  fetch(url, {method: 'POST', body, keepalive: true}).catch(() => {});

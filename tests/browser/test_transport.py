@@ -53,6 +53,7 @@ def test_fetch_keepalive_when_send_beacon_throws(tab: Tab) -> None:
     errors: list[str] = []
     tab.page.on("pageerror", lambda e: errors.append(str(e)))
     tab.open("/plain.html?hostile=beacon")
+    tab.wait_for("__truth.entries.paint.some(e => e.name === 'first-contentful-paint')")
     truth = tab.truth()
     tab.leave()
     (beacon,) = tab.sent(1)
@@ -83,6 +84,7 @@ def test_beacon_stays_under_60_kb_with_many_resources(tab: Tab) -> None:
     tab.page.wait_for_timeout(200)
     (script,) = tab.page.evaluate("performance.getEntriesByName(location.origin + '/truth.js')")
     tab.leave()
+    tab.sent(1)  # wait for it: the beacon can reach the relay after the next page has loaded
     raw = tab.beacons
     assert len(raw) == 1
     assert len(raw[0]) <= LIMIT
@@ -103,6 +105,9 @@ def test_click_then_leave_at_once_still_reports_inp(tab: Tab) -> None:
     # must wait for the latter, where web-vitals processes the pending click.
     tab.open("/vitals.html")
     tab.page.click("#buy")
+    # Leave as soon as the browser has timed the click (its event entry exists):
+    # before that, no agent could know of it.
+    tab.wait_for("__truth.entries.event.some(e => e.target === 'buy')")
     tab.leave()
     (beacon,) = tab.sent(1)
     stored = tab.collector.view(beacon["id"], tab.started)
