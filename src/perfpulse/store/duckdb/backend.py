@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from perfpulse.model.catalog import METRICS, RATINGS, Metric
@@ -73,6 +74,10 @@ class DuckDBBackend:
         self._con.execute("SET TimeZone = 'UTC'")
         for statement in sql.schema():
             self._con.execute(statement)
+        self._series: dict[str, int] = dict(
+            (key, int(ident)) for ident, key in self._con.execute(sql.ALL_SERIES).fetchall()
+        )
+        self._next_series = max(self._series.values(), default=0) + 1
         self._dirty_minutes: set[int] = set()
         self._dirty_hours: set[int] = set()
         self._lock = threading.Lock()  # guards the writer connection
@@ -96,12 +101,14 @@ class DuckDBBackend:
                         rollup = sql.rollup_from_input(table)
                         if rollup:
                             con.execute(sql.CREATE_FLUSH_ROLLUP.format(select=rollup))
+                            self._map_series(con)
                             con.execute(sql.INSERT_1M_FROM_FLUSH)
                             con.execute(sql.INSERT_1H_FROM_FLUSH)
                             for (minute,) in con.execute(sql.FLUSH_MINUTES).fetchall():
                                 self._dirty_minutes.add(int(minute))
                                 self._dirty_hours.add(int(minute) // 3600 * 3600)
                             con.execute("DROP TABLE _flush_rollup")
+                            con.unregister("_series_map")
                     finally:
                         con.unregister("_in")
                 if flush.batches:
@@ -114,6 +121,29 @@ class DuckDBBackend:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+    def _map_series(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Give every series of the flush its id (new ones are added to ``series``)
+        and register ``_series_map(skey, id)`` for the rollup inserts."""
+        known = self._series
+        keys = [row[0] for row in con.execute(sql.FLUSH_SERIES).fetchall()]
+        new = [k for k in keys if k not in known]
+        if new:
+            rows = []
+            for k in new:
+                known[k] = self._next_series
+                rows.append((self._next_series, *sql.split_series_key(k)))
+                self._next_series += 1
+            con.executemany(sql.INSERT_SERIES, rows)
+        con.register(
+            "_series_map",
+            pa.table(
+                {
+                    "skey": pa.array(keys, pa.string()),
+                    "id": pa.array([known[k] for k in keys], pa.int32()),
+                }
+            ),
+        )
 
     def checkpoint(self) -> int:
         row = self._cursor().execute(sql.GET_CHECKPOINT).fetchone()
@@ -176,13 +206,37 @@ class DuckDBBackend:
         return cur
 
     def sketch(self, query: SketchQuery) -> tuple[list[SketchGroup], Plan]:
-        statement, params, plan = sql.sketch_query(query, self.retention)
-        cur = self._con.cursor()  # a relation needs a connection with no pending result
+        plan = sql.sketch_sql(query)
+        groups: dict[tuple[Any, ...], int] = {}
+        parts: list[sql.Merged] = []
+        cur = self._con.cursor()  # its own connection: registrations stay private
         try:
-            table = cur.sql(statement, params=params).to_arrow_table()
+            if plan.series is not None and plan.rollups is not None:
+                ids: list[int] = []
+                gids: list[int] = []
+                for row in cur.execute(*plan.series).fetchall():
+                    ids.append(row[0])
+                    gids.append(groups.setdefault(tuple(row[1:]), len(groups)))
+                if ids:
+                    cur.register(
+                        "_groups",
+                        pa.table(
+                            {"series": pa.array(ids, pa.int32()), "gid": pa.array(gids, pa.int32())}
+                        ),
+                    )
+                    table = cur.sql(plan.rollups[0], params=plan.rollups[1]).to_arrow_table()
+                    gid = table.column("gid").to_numpy().astype(np.int64)
+                    parts.append(sql.Merged.from_arrow(table, gid))
+            if plan.raw is not None:
+                table = cur.sql(plan.raw[0], params=plan.raw[1]).to_arrow_table()
+                gid = sql.raw_group_ids(table, len(query.by), groups)
+                parts.append(sql.Merged.from_arrow(table, gid))
         finally:
             cur.close()
-        return sql.sketch_groups(table, query), plan
+        if not parts:
+            return [], plan.plan
+        keys = [k for k, _ in sorted(groups.items(), key=lambda kv: kv[1])]
+        return sql.sketch_groups(sql.Merged.concat(parts), keys, query), plan.plan
 
     def views(
         self, start: float, end: float, limit: int, filters: dict[str, str]

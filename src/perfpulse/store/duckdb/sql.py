@@ -4,8 +4,11 @@ metric catalog. Nothing else in perfpulse writes SQL.
 Tables
 ------
 - one raw table per event kind (``model.rows.LAYOUTS``), ``ts`` a UTC TIMESTAMP;
-- ``rollup_1m`` / ``rollup_1h``: ``(ts, metric, service, environment, release,
-  d1..d4, outcome, bucket, count, sum)``, a log-bucket sketch per key;
+- ``series``: one row per distinct ``(metric, service, environment, release,
+  d1..d4)`` — the dimensions a rollup keeps — with an integer ``id``;
+- ``rollup_1m`` / ``rollup_1h``: ``(ts, series, outcome, bucket, count, sum)``, a
+  log-bucket sketch per series and time slot. Integer keys keep the rollups
+  small and make merging them a grouping on integers;
 - ``batches``: batch ids seen (exactly-once retries), ``meta``: the checkpoint.
 
 Reading a window
@@ -22,6 +25,7 @@ with a cumulative sum: no percentile is ever averaged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +37,6 @@ from perfpulse.model.catalog import MAX_ROLLUP_DIMS, METRICS, Metric
 from perfpulse.model.rows import LAYOUTS, FieldType
 from perfpulse.sketch import LOG_GAMMA, MIN_POSITIVE, NEGATIVE_BASE, ZERO_BUCKET, grouped_quantiles
 from perfpulse.store.base import Plan, SketchGroup, SketchQuery
-from perfpulse.store.retention import Retention
 
 _TYPES: dict[FieldType, str] = {
     "ts": "TIMESTAMP",
@@ -43,11 +46,12 @@ _TYPES: dict[FieldType, str] = {
     "bool": "BOOLEAN",
 }
 _ROLLUP_COLUMNS = (
-    "ts TIMESTAMP, metric VARCHAR, service VARCHAR, environment VARCHAR, release VARCHAR, "
-    "d1 VARCHAR, d2 VARCHAR, d3 VARCHAR, d4 VARCHAR, outcome TINYINT, bucket INTEGER, "
-    "count BIGINT, sum DOUBLE"
+    "ts TIMESTAMP, series INTEGER, outcome TINYINT, bucket INTEGER, count BIGINT, sum DOUBLE"
 )
-_KEY = "metric, service, environment, release, d1, d2, d3, d4, outcome, bucket"
+_KEY = "series, outcome, bucket"
+SERIES_COLUMNS = ("metric", "service", "environment", "release", "d1", "d2", "d3", "d4")
+# A series key as one string: the dimensions joined by a unit separator, NULL as NUL.
+_SKEY = "concat_ws(chr(31), " + ", ".join(f"coalesce({c}, chr(0))" for c in SERIES_COLUMNS) + ")"
 
 
 def schema() -> list[str]:
@@ -58,6 +62,9 @@ def schema() -> list[str]:
         for table, layout in LAYOUTS.items()
     ]
     statements += [
+        "CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, "
+        + ", ".join(f"{c} VARCHAR" for c in SERIES_COLUMNS)
+        + ")",
         f"CREATE TABLE IF NOT EXISTS rollup_1m ({_ROLLUP_COLUMNS})",
         f"CREATE TABLE IF NOT EXISTS rollup_1h ({_ROLLUP_COLUMNS})",
         "CREATE TABLE IF NOT EXISTS batches (ts TIMESTAMP, key VARCHAR)",
@@ -123,16 +130,29 @@ def rollup_from_input(table: str) -> str | None:
     return " UNION ALL ".join(parts) or None
 
 
-CREATE_FLUSH_ROLLUP = "CREATE TEMP TABLE _flush_rollup AS {select}"
+CREATE_FLUSH_ROLLUP = (
+    "CREATE TEMP TABLE _flush_rollup AS SELECT *, " + _SKEY + " AS skey FROM ({select})"
+)
+FLUSH_SERIES = "SELECT DISTINCT skey FROM _flush_rollup"
+INSERT_SERIES = "INSERT INTO series VALUES (?, " + ", ".join("?" for _ in SERIES_COLUMNS) + ")"
+ALL_SERIES = "SELECT id, " + _SKEY + " FROM series"
 INSERT_1M_FROM_FLUSH = (
-    f"INSERT INTO rollup_1m SELECT make_timestamp(s * 1000000), {_KEY}, count, sum "
-    "FROM _flush_rollup"
+    "INSERT INTO rollup_1m SELECT make_timestamp(s * 1000000), m.id, outcome, bucket, "
+    "count, sum FROM _flush_rollup JOIN _series_map m USING (skey)"
 )
 INSERT_1H_FROM_FLUSH = (
-    f"INSERT INTO rollup_1h SELECT make_timestamp((s // 3600 * 3600) * 1000000) AS ts, "
-    f"{_KEY}, sum(count), sum(sum) FROM _flush_rollup GROUP BY ALL"
+    "INSERT INTO rollup_1h SELECT make_timestamp((s // 3600 * 3600) * 1000000) AS ts, "
+    "m.id, outcome, bucket, sum(count), sum(sum) "
+    "FROM _flush_rollup JOIN _series_map m USING (skey) GROUP BY ALL"
 )
 FLUSH_MINUTES = "SELECT DISTINCT s FROM _flush_rollup"
+
+
+def split_series_key(skey: str) -> tuple[str | None, ...]:
+    """The dimensions of a series key (see ``_SKEY``)."""
+    return tuple(None if part == "\x00" else part for part in skey.split("\x1f"))
+
+
 INSERT_BATCH = "INSERT INTO batches VALUES (make_timestamp(?), ?)"
 SET_CHECKPOINT = "INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)"
 GET_CHECKPOINT = "SELECT value FROM meta WHERE name = 'checkpoint'"
@@ -188,7 +208,33 @@ def _parts(
     return [p for p in parts if p[1] < p[2]]
 
 
-def sketch_query(q: SketchQuery, retention: Retention) -> tuple[str, list[Any], Plan]:
+@dataclass(frozen=True, slots=True)
+class SketchSQL:
+    """The statements that answer a SketchQuery.
+
+    ``series`` finds the series of the metric that pass the filters, with their
+    group-by values; the backend numbers the groups and registers
+    ``_groups(series, gid)``; ``rollups`` then merges every rollup part by
+    ``(tb, gid, bucket)`` and ``(tb, gid, outcome)`` on integers alone. ``raw``
+    does the same for the raw parts, grouped by the dimension values themselves.
+    """
+
+    plan: Plan
+    series: tuple[str, list[Any]] | None
+    rollups: tuple[str, list[Any]] | None
+    raw: tuple[str, list[Any]] | None
+
+
+def _merge(selects: list[str], keys: str) -> str:
+    return (
+        f"WITH src AS ({' UNION ALL '.join(selects)}) "
+        f"SELECT {keys}, bucket, outcome, sum(cnt) AS c, sum(sm) AS s, "
+        "GROUPING(bucket) AS per_outcome FROM src "
+        f"GROUP BY GROUPING SETS (({keys}, bucket), ({keys}, outcome))"
+    )
+
+
+def sketch_sql(q: SketchQuery) -> SketchSQL:
     m = q.metric
     dims = (*q.by, *(name for name, _ in q.filters))
     rollup_ok = all(m.rollup_column(d) is not None for d in dims)
@@ -196,117 +242,166 @@ def sketch_query(q: SketchQuery, retention: Retention) -> tuple[str, list[Any], 
     minutes_ok = rollup_ok and (step is None or step % 60 == 0)
     hours_ok = minutes_ok and (step is None or step % 3600 == 0)
     parts = _parts(q.start, q.end, minutes_ok, hours_ok)
-
     tb = f"(epoch_us(ts) // {step * 1_000_000}) * {step}" if step else "0"
-    selects: list[str] = []
-    params: list[Any] = []
+
+    rollup_selects: list[str] = []
+    rollup_params: list[Any] = []
+    raw_selects: list[str] = []
+    raw_params: list[Any] = []
     for source, lo, hi in parts:
         if source == "raw":
-            group = [f'CAST("{d}" AS VARCHAR)' for d in q.by]
-            where = [_where(m)] + [f'CAST("{d}" AS VARCHAR) = ?' for d, _ in q.filters]
             value = f'"{m.field}"'
+            where = [_where(m)] + [f'CAST("{d}" AS VARCHAR) = ?' for d, _ in q.filters]
             cols = [
                 f"{tb} AS tb",
-                *(f"{g} AS g{i}" for i, g in enumerate(group)),
+                *(f'CAST("{d}" AS VARCHAR) AS g{i}' for i, d in enumerate(q.by)),
                 f"{outcome_expr(m)} AS outcome",
                 f"{bucket_expr(value)} AS bucket",
                 "1 AS cnt",
                 f"{value} AS sm",
             ]
-            table = m.kind
+            raw_selects.append(
+                f"SELECT {', '.join(cols)} FROM {m.kind} WHERE {' AND '.join(where)} "
+                "AND ts >= make_timestamp(?) AND ts < make_timestamp(?)"
+            )
+            raw_params += [v for _, v in q.filters] + [_us(lo), _us(hi)]
         else:
-            group = [str(m.rollup_column(d)) for d in q.by]
-            where = ["metric = ?"] + [f"{m.rollup_column(d)} = ?" for d, _ in q.filters]
-            cols = [
-                f"{tb} AS tb",
-                *(f"{g} AS g{i}" for i, g in enumerate(group)),
-                "outcome",
-                "bucket",
-                "count AS cnt",
-                "sum AS sm",
-            ]
-            table = source
-            params.append(m.name)
-        params += [value for _, value in q.filters]
-        params += [_us(lo), _us(hi)]
-        selects.append(
-            f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)} "
-            "AND ts >= make_timestamp(?) AND ts < make_timestamp(?)"
+            rollup_selects.append(
+                f"SELECT {tb} AS tb, g.gid, outcome, bucket, count AS cnt, sum AS sm "
+                f"FROM {source} JOIN _groups g USING (series) "
+                "WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?)"
+            )
+            rollup_params += [_us(lo), _us(hi)]
+    series = None
+    if rollup_selects:
+        by_cols = "".join(f", {m.rollup_column(d)}" for d in q.by)
+        conditions = ["metric = ?"] + [f"{m.rollup_column(d)} = ?" for d, _ in q.filters]
+        series = (
+            f"SELECT id{by_cols} FROM series WHERE {' AND '.join(conditions)}",
+            [m.name, *(v for _, v in q.filters)],
         )
-    keys = ", ".join(["tb", *(f"g{i}" for i in range(len(q.by)))])
-    # One pass over the parts builds two kinds of rows: per bucket (for the
-    # quantiles) and per outcome (for error, hit and rating shares). Groups are
-    # put together and their quantiles read in numpy (sketch_groups), which is
-    # far cheaper than sorting every bucket row in SQL.
-    statement = (
-        f"WITH src AS ({' UNION ALL '.join(selects)}) "
-        f"SELECT {keys}, bucket, outcome, sum(cnt) AS c, sum(sm) AS s, "
-        "GROUPING(bucket) AS per_outcome FROM src "
-        f"GROUP BY GROUPING SETS (({keys}, bucket), ({keys}, outcome))"
+    raw_keys = ", ".join(["tb", *(f"g{i}" for i in range(len(q.by)))])
+    return SketchSQL(
+        plan=Plan(
+            raw=bool(raw_selects),
+            minute=any(p[0] == "rollup_1m" for p in parts),
+            hour=any(p[0] == "rollup_1h" for p in parts),
+        ),
+        series=series,
+        rollups=(_merge(rollup_selects, "tb, gid"), rollup_params) if rollup_selects else None,
+        raw=(_merge(raw_selects, raw_keys), raw_params) if raw_selects else None,
     )
-    plan = Plan(
-        raw=any(p[0] == "raw" for p in parts),
-        minute=any(p[0] == "rollup_1m" for p in parts),
-        hour=any(p[0] == "rollup_1h" for p in parts),
-    )
-    return statement, params, plan
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], list[Any]]:
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], list[Any]]:
     """Integer codes of a column's values (nulls get their own code) and the values."""
-    encoded = pc.dictionary_encode(column).combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
     values: list[Any] = encoded.dictionary.to_pylist() + [None]
-    null_code = len(values) - 1
-    codes = encoded.indices.fill_null(null_code).to_numpy(zero_copy_only=False)
+    codes = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
     return codes.astype(np.int64), values
 
 
-def sketch_groups(table: pa.Table, q: SketchQuery) -> list[SketchGroup]:
-    """Rows per (group, bucket) and (group, outcome) merged into one sketch per group."""
-    if table.num_rows == 0:
-        return []
-    key_names = ["tb", *(f"g{i}" for i in range(len(q.by)))]
-    key = np.zeros(table.num_rows, dtype=np.int64)
-    decoders = []
-    for name in key_names:
-        codes, values = _codes(table.column(name))
-        key = key * len(values) + codes
-        decoders.append(values)
-    per_outcome = table.column("per_outcome").to_numpy() != 0
-    counts_all = table.column("c").to_numpy(zero_copy_only=False).astype(np.int64)
+@dataclass(slots=True)
+class Merged:
+    """Merge rows as numpy columns: one row per (tb, gid, bucket) or (tb, gid, outcome)."""
 
-    bucket_rows = ~per_outcome
-    b_key = key[bucket_rows]
-    b_bucket = table.column("bucket").filter(pa.array(bucket_rows)).to_numpy(zero_copy_only=False)
-    b_bucket = b_bucket.astype(np.int64)
-    b_count = counts_all[bucket_rows]
-    b_sum = table.column("s").filter(pa.array(bucket_rows)).to_numpy(zero_copy_only=False)
+    tb: npt.NDArray[np.int64]
+    gid: npt.NDArray[np.int64]
+    bucket: npt.NDArray[np.int64]
+    outcome: npt.NDArray[np.int64]
+    count: npt.NDArray[np.int64]
+    sum: npt.NDArray[np.float64]
+    per_outcome: npt.NDArray[np.bool_]
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, gid: npt.NDArray[np.int64]) -> Merged:
+        def col(name: str, kind: pa.DataType, fill: float) -> npt.NDArray[Any]:
+            # sums of integers arrive as DECIMAL/HUGEINT: cast before filling nulls
+            column = pc.cast(table.column(name), kind).fill_null(fill)
+            values: npt.NDArray[Any] = column.to_numpy()
+            return values
+
+        i64, f64 = pa.int64(), pa.float64()
+        return cls(
+            tb=col("tb", i64, 0),
+            gid=gid,
+            bucket=col("bucket", i64, 0),
+            outcome=col("outcome", i64, -1),
+            count=col("c", i64, 0),
+            sum=col("s", f64, 0.0),
+            per_outcome=col("per_outcome", i64, 0) != 0,
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Merged]) -> Merged:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _MERGED_FIELDS))
+
+
+_MERGED_FIELDS = ("tb", "gid", "bucket", "outcome", "count", "sum", "per_outcome")
+
+
+def raw_group_ids(
+    table: pa.Table, width: int, groups: dict[tuple[Any, ...], int]
+) -> npt.NDArray[np.int64]:
+    """Group ids of raw merge rows, numbering new group-by values as they come."""
+    if width == 0:
+        groups.setdefault((), len(groups))
+        return np.full(table.num_rows, groups[()], dtype=np.int64)
+    combined = np.zeros(table.num_rows, dtype=np.int64)
+    decoders = []
+    for i in range(width):
+        codes, values = _codes(table.column(f"g{i}"))
+        combined = combined * len(values) + codes
+        decoders.append(values)
+    unique, inverse = np.unique(combined, return_inverse=True)
+    ids = np.empty(len(unique), dtype=np.int64)
+    for n, code in enumerate(unique.tolist()):
+        values = []
+        for decoder in reversed(decoders):
+            values.append(decoder[code % len(decoder)])
+            code //= len(decoder)
+        ids[n] = groups.setdefault(tuple(reversed(values)), len(groups))
+    return ids[inverse]
+
+
+def sketch_groups(merged: Merged, keys: list[tuple[Any, ...]], q: SketchQuery) -> list[SketchGroup]:
+    """Merge rows into one sketch per (time step, group); ``keys[gid]`` are its values."""
+    if len(merged.tb) == 0:
+        return []
+    tbs, tb_code = np.unique(merged.tb, return_inverse=True)
+    key = tb_code.astype(np.int64) * max(len(keys), 1) + merged.gid
+    rows = ~merged.per_outcome
+    b_key, b_bucket, b_count, b_sum = (
+        key[rows],
+        merged.bucket[rows],
+        merged.count[rows],
+        merged.sum[rows],
+    )
     order = np.lexsort((b_bucket, b_key))
     b_key, b_bucket, b_count, b_sum = b_key[order], b_bucket[order], b_count[order], b_sum[order]
     starts = np.flatnonzero(np.r_[True, b_key[1:] != b_key[:-1]])
     offsets = np.r_[starts, len(b_key)].astype(np.int64)
     totals, estimates = grouped_quantiles(b_bucket, b_count, offsets, q.qs)
-    sums = np.add.reduceat(np.nan_to_num(b_sum.astype(np.float64)), starts)
+    sums = np.add.reduceat(b_sum, starts) if len(starts) else np.zeros(0)
 
     outcomes: dict[int, dict[int, int]] = {}
-    o_key = key[per_outcome]
-    o_outcome = table.column("outcome").filter(pa.array(per_outcome)).to_pylist()
-    for k, o, c in zip(o_key.tolist(), o_outcome, counts_all[per_outcome].tolist(), strict=True):
-        if c and o is not None:
-            outcomes.setdefault(k, {})[int(o)] = int(c)
+    o = merged.per_outcome
+    for k, oc, c in zip(
+        key[o].tolist(), merged.outcome[o].tolist(), merged.count[o].tolist(), strict=True
+    ):
+        if c and oc >= 0:
+            slot = outcomes.setdefault(k, {})
+            slot[oc] = slot.get(oc, 0) + c
 
+    width = max(len(keys), 1)
     groups = []
-    sizes = [len(v) for v in decoders]
     for i, group_key in enumerate(b_key[starts].tolist()):
-        parts = []
-        rest = group_key
-        for size in reversed(sizes):
-            parts.append(rest % size)
-            rest //= size
-        decoded = [decoders[j][code] for j, code in enumerate(reversed(parts))]
+        t, gid = divmod(group_key, width)
         groups.append(
             SketchGroup(
-                key=tuple(decoded[1:]),
+                key=keys[gid] if keys else (),
                 count=int(totals[i]),
                 sum=float(sums[i]),
                 outcomes=outcomes.get(group_key, {}),
@@ -314,7 +409,7 @@ def sketch_groups(table: pa.Table, q: SketchQuery) -> list[SketchGroup]:
                     qv: (None if math.isnan(estimates[i, j]) else float(estimates[i, j]))
                     for j, qv in enumerate(q.qs)
                 },
-                time=float(decoded[0]) if q.step else None,
+                time=float(tbs[t]) if q.step else None,
             )
         )
     groups.sort(key=lambda g: (g.time or 0.0, -g.count))
