@@ -299,3 +299,17 @@ def test_metrics_endpoint_reports_what_happened(server: Server) -> None:
     )
     assert server.metric_value('perfpulse_table_rows{table="http"}') == 3
     assert server.metric_value("perfpulse_writer_flush_seconds_count") >= 1
+
+
+def test_browser_agent_is_served_with_a_versioned_long_cached_url(server: Server) -> None:
+    plain = httpx.get(f"{server.url}/rum.js")
+    assert plain.status_code == 200
+    assert plain.headers["content-type"].startswith("text/javascript")
+    assert plain.headers["cache-control"] == "public, max-age=3600"
+    versioned = plain.headers["link"].split(">")[0].lstrip("<")
+    assert versioned.startswith("/rum.") and versioned != "/rum.js"
+    pinned = httpx.get(f"{server.url}{versioned}")
+    assert pinned.status_code == 200 and pinned.content == plain.content
+    assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
+    stale = httpx.get(f"{server.url}/rum.000000000000.js")
+    assert stale.status_code == 302 and stale.headers["location"] == versioned
