@@ -41,7 +41,11 @@ def test_route_change_starts_a_soft_view_with_its_own_metrics(tab: Tab) -> None:
     assert hard["url"] == f"{tab.site.url}/spa.html"
     assert soft["url"] == f"{tab.site.url}/spa/cart"
     assert soft["page"] == "/spa/cart"
-    assert soft["ts"] == pytest.approx((truth["timeOrigin"] + route) / 1000, abs=0.002)
+    # the soft view starts inside the pushState call (which also sends the hard
+    # view's beacon, so it can take a few ms on a busy machine)
+    before = (truth["timeOrigin"] + truth["marks"]["beforeRoute"]) / 1000
+    after = (truth["timeOrigin"] + route) / 1000
+    assert before - 0.001 <= soft["ts"] <= after + 0.001
     assert soft["release"] == "2.0.0"
 
     # the hard view has the load metrics, and nothing of what came after the route change
@@ -55,8 +59,10 @@ def test_route_change_starts_a_soft_view_with_its_own_metrics(tab: Tab) -> None:
     # The agent's callbacks were queued first, so they run first; other tasks
     # may run between the two timers, hence the few ms of slack below.
     assert soft["nav"]["type"] == "soft"
-    painted = truth["marks"]["painted"] - route
-    assert painted - 5 <= soft["nav"]["load_ms"] <= painted + 1
+    painted = truth["marks"]["painted"]
+    assert (
+        painted - route - 5 <= soft["nav"]["load_ms"] <= painted - truth["marks"]["beforeRoute"] + 1
+    )
     assert soft["nav"]["load_ms"] >= 80  # the route handler blocked for 80 ms
 
     # its own long tasks: the route handler and the checkout click
