@@ -237,7 +237,7 @@ def field_names(table: str) -> tuple[str, ...]:
     return tuple(name for name, _ in LAYOUTS[table])
 
 
-class SpoolRecord(msgspec.Struct, array_like=True):
+class SpoolRecord(msgspec.Struct, array_like=True, gc=False):
     """What ingest appends to the spool for one accepted batch: the batch's
     dedupe key, when it arrived, and its rows per raw table (MessagePack)."""
 
