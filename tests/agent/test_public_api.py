@@ -17,7 +17,14 @@ from .conftest import Start
 
 
 def test_exported_members() -> None:
-    assert perfpulse.agent.__all__ == ["AgentStats", "flush", "init", "shutdown", "stats"]
+    assert perfpulse.agent.__all__ == [
+        "AgentStats",
+        "flush",
+        "init",
+        "shutdown",
+        "stats",
+        "traceparent",
+    ]
     for name in perfpulse.agent.__all__:
         assert getattr(perfpulse.agent, name).__module__ == "perfpulse.agent"
     integrations = {

@@ -36,7 +36,7 @@ from perfpulse.agent.transport import Transport
 if TYPE_CHECKING:  # psutil (1 MB) is imported only when resources are sampled
     from perfpulse.agent.resources import ResourceSampler
 
-__all__ = ["AgentStats", "flush", "init", "shutdown", "stats"]
+__all__ = ["AgentStats", "flush", "init", "shutdown", "stats", "traceparent"]
 
 _log = logging.getLogger("perfpulse.agent")
 
@@ -191,3 +191,18 @@ def _at_exit() -> None:
         shutdown(timeout_s=2.0)
     except Exception:
         _scope.internal_failure("atexit")
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` header for an outgoing call made while serving a
+    request, or ``None`` outside one (or when the request is not sampled)::
+
+        headers = {}
+        if (value := perfpulse.agent.traceparent()) is not None:
+            headers["traceparent"] = value
+        httpx.get("http://inventory/items", headers=headers)
+
+    The callee (perfpulse-instrumented or any OpenTelemetry service) then records
+    the same trace id, with this request's ``request_id`` as the parent span.
+    """
+    return _request.outgoing_traceparent(_scope.current_request())

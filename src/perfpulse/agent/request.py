@@ -84,6 +84,14 @@ def begin(traceparent: str | bytes | None) -> RequestScope | None:
     return RequestScope(request_id=request_id, trace_id=_trace_prefix + request_id)
 
 
+def outgoing_traceparent(rs: RequestScope | None) -> str | None:
+    """The W3C ``traceparent`` for a call made while serving ``rs``: its trace id,
+    with the request's id as the parent span, so the callee joins the same trace."""
+    if rs is None or not rs.trace_id or not rs.request_id:
+        return None
+    return f"00-{rs.trace_id}-{rs.request_id}-01"
+
+
 def finish(
     rs: RequestScope,
     route: str | None,
