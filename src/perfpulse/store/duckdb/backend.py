@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from perfpulse.model.catalog import METRICS, RATINGS, Metric
@@ -102,8 +101,10 @@ class DuckDBBackend:
                         if rollup:
                             con.execute(sql.CREATE_FLUSH_ROLLUP.format(select=rollup))
                             self._map_series(con)
+                            con.execute(sql.FLUSH_IDS)
                             con.execute(sql.INSERT_1M_FROM_FLUSH)
                             con.execute(sql.INSERT_1H_FROM_FLUSH)
+                            con.execute("DROP TABLE _flush_ids")
                             for (minute,) in con.execute(sql.FLUSH_MINUTES).fetchall():
                                 self._dirty_minutes.add(int(minute))
                                 self._dirty_hours.add(int(minute) // 3600 * 3600)
@@ -176,7 +177,8 @@ class DuckDBBackend:
                     con.execute("CREATE TEMP TABLE _slots (s BIGINT)")
                     con.executemany("INSERT INTO _slots VALUES (?)", [(s,) for s in slots])
                     before = con.execute(sql.count_slots(table)).fetchone()
-                    con.execute(sql.compact_slots(table))
+                    for statement in sql.compact_slots(table):
+                        con.execute(statement)
                     after = con.execute(sql.count_slots(table)).fetchone()
                     con.execute("DROP TABLE _slots")
                     con.execute("COMMIT")
@@ -225,12 +227,11 @@ class DuckDBBackend:
                         ),
                     )
                     table = cur.sql(plan.rollups[0], params=plan.rollups[1]).to_arrow_table()
-                    gid = table.column("gid").to_numpy().astype(np.int64)
-                    parts.append(sql.Merged.from_arrow(table, gid))
+                    parts.append(sql.Merged.from_lists(table))
             if plan.raw is not None:
                 table = cur.sql(plan.raw[0], params=plan.raw[1]).to_arrow_table()
                 gid = sql.raw_group_ids(table, len(query.by), groups)
-                parts.append(sql.Merged.from_arrow(table, gid))
+                parts.append(sql.Merged.from_rows(table, gid))
         finally:
             cur.close()
         if not parts:

@@ -6,9 +6,10 @@ Tables
 - one raw table per event kind (``model.rows.LAYOUTS``), ``ts`` a UTC TIMESTAMP;
 - ``series``: one row per distinct ``(metric, service, environment, release,
   d1..d4)`` — the dimensions a rollup keeps — with an integer ``id``;
-- ``rollup_1m`` / ``rollup_1h``: ``(ts, series, outcome, bucket, count, sum)``, a
-  log-bucket sketch per series and time slot. Integer keys keep the rollups
-  small and make merging them a grouping on integers;
+- ``rollup_1m`` / ``rollup_1h``: one row per series and time slot holding its
+  whole log-bucket sketch — ``buckets``/``counts`` as parallel sorted lists,
+  ``outcomes``/``outcome_counts`` likewise, and the ``sum`` of the values. A
+  window reads a few rows per series and merges their flattened lists in numpy;
 - ``batches``: batch ids seen (exactly-once retries), ``meta``: the checkpoint.
 
 Reading a window
@@ -35,7 +36,14 @@ import pyarrow.compute as pc
 
 from perfpulse.model.catalog import MAX_ROLLUP_DIMS, METRICS, Metric
 from perfpulse.model.rows import LAYOUTS, FieldType
-from perfpulse.sketch import LOG_GAMMA, MIN_POSITIVE, NEGATIVE_BASE, ZERO_BUCKET, grouped_quantiles
+from perfpulse.sketch import (
+    LOG_GAMMA,
+    MIN_POSITIVE,
+    NEGATIVE_BASE,
+    ZERO_BUCKET,
+    grouped_quantiles,
+    values_of,
+)
 from perfpulse.store.base import Plan, SketchGroup, SketchQuery
 
 _TYPES: dict[FieldType, str] = {
@@ -46,9 +54,9 @@ _TYPES: dict[FieldType, str] = {
     "bool": "BOOLEAN",
 }
 _ROLLUP_COLUMNS = (
-    "ts TIMESTAMP, series INTEGER, outcome TINYINT, bucket INTEGER, count BIGINT, sum DOUBLE"
+    "ts TIMESTAMP, series INTEGER, buckets INTEGER[], counts BIGINT[], "
+    "outcomes TINYINT[], outcome_counts BIGINT[], sum DOUBLE"
 )
-_KEY = "series, outcome, bucket"
 SERIES_COLUMNS = ("metric", "service", "environment", "release", "d1", "d2", "d3", "d4")
 # A series key as one string: the dimensions joined by a unit separator, NULL as NUL.
 _SKEY = "concat_ws(chr(31), " + ", ".join(f"coalesce({c}, chr(0))" for c in SERIES_COLUMNS) + ")"
@@ -136,15 +144,31 @@ CREATE_FLUSH_ROLLUP = (
 FLUSH_SERIES = "SELECT DISTINCT skey FROM _flush_rollup"
 INSERT_SERIES = "INSERT INTO series VALUES (?, " + ", ".join("?" for _ in SERIES_COLUMNS) + ")"
 ALL_SERIES = "SELECT id, " + _SKEY + " FROM series"
-INSERT_1M_FROM_FLUSH = (
-    "INSERT INTO rollup_1m SELECT make_timestamp(s * 1000000), m.id, outcome, bucket, "
-    "count, sum FROM _flush_rollup JOIN _series_map m USING (skey)"
+FLUSH_IDS = (
+    "CREATE TEMP TABLE _flush_ids AS SELECT s, m.id AS series, outcome, bucket, count, sum "
+    "FROM _flush_rollup JOIN _series_map m USING (skey)"
 )
-INSERT_1H_FROM_FLUSH = (
-    "INSERT INTO rollup_1h SELECT make_timestamp((s // 3600 * 3600) * 1000000) AS ts, "
-    "m.id, outcome, bucket, sum(count), sum(sum) "
-    "FROM _flush_rollup JOIN _series_map m USING (skey) GROUP BY ALL"
-)
+
+
+def sketch_rows(table: str, slot: str, source: str) -> str:
+    """INSERT one sketch row per (slot, series) of ``source`` rows
+    ``(s, series, outcome, bucket, count, sum)``; ``slot`` maps ``s`` to the slot."""
+    return (
+        f"INSERT INTO {table} "
+        f"WITH src AS (SELECT {slot} AS slot, series, outcome, bucket, count, sum FROM ({source})), "
+        "b AS (SELECT slot, series, bucket, sum(count) AS c FROM src GROUP BY ALL), "
+        "o AS (SELECT slot, series, outcome, sum(count) AS c, sum(sum) AS sm FROM src GROUP BY ALL), "
+        "bl AS (SELECT slot, series, list(bucket ORDER BY bucket) AS buckets, "
+        "list(c ORDER BY bucket) AS counts FROM b GROUP BY ALL), "
+        "ol AS (SELECT slot, series, list(outcome ORDER BY outcome) AS outcomes, "
+        "list(c ORDER BY outcome) AS outcome_counts, sum(sm) AS sm FROM o GROUP BY ALL) "
+        "SELECT make_timestamp(slot * 1000000), series, buckets, counts, outcomes, "
+        "outcome_counts, sm FROM bl JOIN ol USING (slot, series)"
+    )
+
+
+INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", "SELECT * FROM _flush_ids")
+INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", "SELECT * FROM _flush_ids")
 FLUSH_MINUTES = "SELECT DISTINCT s FROM _flush_rollup"
 
 
@@ -166,15 +190,38 @@ def count_slots(table: str) -> str:
     return f"SELECT count(*) FROM {table} WHERE epoch(ts)::BIGINT IN (SELECT s FROM _slots)"
 
 
-def compact_slots(table: str) -> str:
+def compact_slots(table: str) -> list[str]:
+    """Replace the rows of the slots in ``_slots`` by one merged row per series."""
     slot = "epoch(ts)::BIGINT IN (SELECT s FROM _slots)"
-    return (
-        f"CREATE TEMP TABLE _merged AS SELECT ts, {_KEY}, sum(count) AS count, sum(sum) AS sum "
-        f"FROM {table} WHERE {slot} GROUP BY ALL; "
-        f"DELETE FROM {table} WHERE {slot}; "
-        f"INSERT INTO {table} SELECT * FROM _merged; "
-        "DROP TABLE _merged"
+    # the sketch's buckets, its outcomes and its sum, each as rows again
+    source = (
+        "SELECT epoch(ts)::BIGINT AS s, series, NULL::TINYINT AS outcome, "
+        "unnest(buckets) AS bucket, unnest(counts) AS count, 0.0 AS sum "
+        f"FROM {table} WHERE {slot} "
+        "UNION ALL SELECT epoch(ts)::BIGINT, series, unnest(outcomes), NULL::INTEGER, "
+        f"unnest(outcome_counts), 0.0 FROM {table} WHERE {slot} "
+        "UNION ALL SELECT epoch(ts)::BIGINT, series, NULL::TINYINT, NULL::INTEGER, 0, sum "
+        f"FROM {table} WHERE {slot}"
     )
+    merged = (
+        "CREATE TEMP TABLE _merged AS "
+        "WITH src AS (" + source + "), "
+        "b AS (SELECT s, series, bucket, sum(count) AS c FROM src WHERE bucket IS NOT NULL GROUP BY ALL), "
+        "o AS (SELECT s, series, outcome, sum(count) AS c FROM src WHERE outcome IS NOT NULL GROUP BY ALL), "
+        "t AS (SELECT s, series, sum(sum) AS sm FROM src GROUP BY ALL), "
+        "bl AS (SELECT s, series, list(bucket ORDER BY bucket) AS buckets, "
+        "list(c ORDER BY bucket) AS counts FROM b GROUP BY ALL), "
+        "ol AS (SELECT s, series, list(outcome ORDER BY outcome) AS outcomes, "
+        "list(c ORDER BY outcome) AS outcome_counts FROM o GROUP BY ALL) "
+        "SELECT make_timestamp(s * 1000000) AS ts, series, buckets, counts, outcomes, "
+        "outcome_counts, sm AS sum FROM bl JOIN ol USING (s, series) JOIN t USING (s, series)"
+    )
+    return [
+        merged,
+        f"DELETE FROM {table} WHERE {slot}",
+        f"INSERT INTO {table} SELECT * FROM _merged",
+        "DROP TABLE _merged",
+    ]
 
 
 def delete_before(table: str) -> str:
@@ -267,7 +314,7 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
             raw_params += [v for _, v in q.filters] + [_us(lo), _us(hi)]
         else:
             rollup_selects.append(
-                f"SELECT {tb} AS tb, g.gid, outcome, bucket, count AS cnt, sum AS sm "
+                f"SELECT {tb} AS tb, g.gid, buckets, counts, outcomes, outcome_counts, sum "
                 f"FROM {source} JOIN _groups g USING (series) "
                 "WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?)"
             )
@@ -288,7 +335,7 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
             hour=any(p[0] == "rollup_1h" for p in parts),
         ),
         series=series,
-        rollups=(_merge(rollup_selects, "tb, gid"), rollup_params) if rollup_selects else None,
+        rollups=(" UNION ALL ".join(rollup_selects), rollup_params) if rollup_selects else None,
         raw=(_merge(raw_selects, raw_keys), raw_params) if raw_selects else None,
     )
 
@@ -305,41 +352,131 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], l
 
 @dataclass(slots=True)
 class Merged:
-    """Merge rows as numpy columns: one row per (tb, gid, bucket) or (tb, gid, outcome)."""
+    """Sketch pieces as numpy columns, ready to merge.
+
+    Rows carry a time step ``tb``, a group id ``gid`` and a ``sum``; bucket
+    elements ``(row, bucket, count)`` and outcome elements ``(row, outcome,
+    count)`` point at their row. Rollup rows bring whole lists of elements, raw
+    merge rows one element each.
+    """
 
     tb: npt.NDArray[np.int64]
     gid: npt.NDArray[np.int64]
-    bucket: npt.NDArray[np.int64]
-    outcome: npt.NDArray[np.int64]
-    count: npt.NDArray[np.int64]
     sum: npt.NDArray[np.float64]
-    per_outcome: npt.NDArray[np.bool_]
+    b_row: npt.NDArray[np.int64]
+    bucket: npt.NDArray[np.int64]
+    b_count: npt.NDArray[np.float64]
+    o_row: npt.NDArray[np.int64]
+    outcome: npt.NDArray[np.int64]
+    o_count: npt.NDArray[np.float64]
 
     @classmethod
-    def from_arrow(cls, table: pa.Table, gid: npt.NDArray[np.int64]) -> Merged:
-        def col(name: str, kind: pa.DataType, fill: float) -> npt.NDArray[Any]:
-            # sums of integers arrive as DECIMAL/HUGEINT: cast before filling nulls
-            column = pc.cast(table.column(name), kind).fill_null(fill)
-            values: npt.NDArray[Any] = column.to_numpy()
-            return values
+    def from_lists(cls, table: pa.Table) -> Merged:
+        """Rollup rows: ``tb, gid, buckets, counts, outcomes, outcome_counts, sum``."""
+        rows = np.arange(table.num_rows, dtype=np.int64)
 
-        i64, f64 = pa.int64(), pa.float64()
+        def flat(name: str, kind: pa.DataType) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+            lists = table.column(name).combine_chunks()
+            lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
+            values: npt.NDArray[Any] = pc.cast(lists.flatten(), kind).to_numpy(zero_copy_only=False)
+            return np.repeat(rows, lengths.astype(np.int64)), values
+
+        b_row, bucket = flat("buckets", pa.int64())
+        _, b_count = flat("counts", pa.float64())
+        o_row, outcome = flat("outcomes", pa.int64())
+        _, o_count = flat("outcome_counts", pa.float64())
         return cls(
-            tb=col("tb", i64, 0),
+            tb=_numbers(table, "tb", pa.int64(), 0),
+            gid=_numbers(table, "gid", pa.int64(), 0),
+            sum=_numbers(table, "sum", pa.float64(), 0.0),
+            b_row=b_row,
+            bucket=bucket,
+            b_count=b_count,
+            o_row=o_row,
+            outcome=outcome,
+            o_count=o_count,
+        )
+
+    @classmethod
+    def from_rows(cls, table: pa.Table, gid: npt.NDArray[np.int64]) -> Merged:
+        """Raw merge rows: ``tb, g…, bucket, outcome, c, s, per_outcome``."""
+        per_outcome = _numbers(table, "per_outcome", pa.int64(), 0) != 0
+        rows = np.arange(table.num_rows, dtype=np.int64)
+        counts = _numbers(table, "c", pa.float64(), 0.0)
+        sums = np.where(per_outcome, 0.0, _numbers(table, "s", pa.float64(), 0.0))
+        return cls(
+            tb=_numbers(table, "tb", pa.int64(), 0),
             gid=gid,
-            bucket=col("bucket", i64, 0),
-            outcome=col("outcome", i64, -1),
-            count=col("c", i64, 0),
-            sum=col("s", f64, 0.0),
-            per_outcome=col("per_outcome", i64, 0) != 0,
+            sum=sums,
+            b_row=rows[~per_outcome],
+            bucket=_numbers(table, "bucket", pa.int64(), 0)[~per_outcome],
+            b_count=counts[~per_outcome],
+            o_row=rows[per_outcome],
+            outcome=_numbers(table, "outcome", pa.int64(), -1)[per_outcome],
+            o_count=counts[per_outcome],
         )
 
     @classmethod
     def concat(cls, parts: list[Merged]) -> Merged:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _MERGED_FIELDS))
+        shift = np.cumsum([0] + [len(p.tb) for p in parts[:-1]])
+        return cls(
+            tb=np.concatenate([p.tb for p in parts]),
+            gid=np.concatenate([p.gid for p in parts]),
+            sum=np.concatenate([p.sum for p in parts]),
+            b_row=np.concatenate([p.b_row + k for p, k in zip(parts, shift, strict=True)]),
+            bucket=np.concatenate([p.bucket for p in parts]),
+            b_count=np.concatenate([p.b_count for p in parts]),
+            o_row=np.concatenate([p.o_row + k for p, k in zip(parts, shift, strict=True)]),
+            outcome=np.concatenate([p.outcome for p in parts]),
+            o_count=np.concatenate([p.o_count for p in parts]),
+        )
 
 
-_MERGED_FIELDS = ("tb", "gid", "bucket", "outcome", "count", "sum", "per_outcome")
+def _numbers(table: pa.Table, name: str, kind: pa.DataType, fill: float) -> npt.NDArray[Any]:
+    # sums of integers arrive as DECIMAL/HUGEINT: cast before filling nulls
+    values: npt.NDArray[Any] = pc.cast(table.column(name), kind).fill_null(fill).to_numpy()
+    return values
+
+
+DENSE_CELLS = 8_000_000  # groups x bucket range up to which quantiles use one dense array
+
+
+def _dense_quantiles(
+    group: npt.NDArray[np.int64],
+    bucket: npt.NDArray[np.int64],
+    count: npt.NDArray[np.float64],
+    groups: int,
+    qs: tuple[float, ...],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
+    """Quantiles by a bincount over (group, bucket index): fast when buckets are dense."""
+    neg, pos = bucket < ZERO_BUCKET, bucket > ZERO_BUCKET
+    n_lo = int(bucket[neg].min()) if neg.any() else 0
+    n_width = int(bucket[neg].max()) - n_lo + 1 if neg.any() else 0
+    p_lo = int(bucket[pos].min()) if pos.any() else 0
+    p_width = int(bucket[pos].max()) - p_lo + 1 if pos.any() else 0
+    width = n_width + 1 + p_width
+    if groups * width > DENSE_CELLS:
+        return None
+    index = np.where(
+        pos, n_width + 1 + (bucket - p_lo), np.where(neg, bucket - n_lo, n_width)
+    ).astype(np.int64)
+    keys = np.concatenate(
+        [
+            np.arange(n_lo, n_lo + n_width, dtype=np.int64),
+            np.array([ZERO_BUCKET], dtype=np.int64),
+            np.arange(p_lo, p_lo + p_width, dtype=np.int64),
+        ]
+    )
+    dense = np.bincount(group * width + index, weights=count, minlength=groups * width)
+    cumulative = np.cumsum(dense.reshape(groups, width), axis=1)
+    totals = cumulative[:, -1]
+    out = np.full((groups, len(qs)), np.nan)
+    present = totals > 0
+    for j, q in enumerate(qs):
+        rank = np.maximum(1.0, np.ceil(q * totals - 1e-9))
+        first = np.minimum((cumulative < rank[:, None]).sum(axis=1), width - 1)
+        out[present, j] = values_of(keys[first[present]])
+    return np.rint(totals).astype(np.int64), out
 
 
 def raw_group_ids(
@@ -367,44 +504,47 @@ def raw_group_ids(
 
 
 def sketch_groups(merged: Merged, keys: list[tuple[Any, ...]], q: SketchQuery) -> list[SketchGroup]:
-    """Merge rows into one sketch per (time step, group); ``keys[gid]`` are its values."""
+    """Merge pieces into one sketch per (time step, group); ``keys[gid]`` are its values."""
     if len(merged.tb) == 0:
         return []
     tbs, tb_code = np.unique(merged.tb, return_inverse=True)
-    key = tb_code.astype(np.int64) * max(len(keys), 1) + merged.gid
-    rows = ~merged.per_outcome
-    b_key, b_bucket, b_count, b_sum = (
-        key[rows],
-        merged.bucket[rows],
-        merged.count[rows],
-        merged.sum[rows],
-    )
-    order = np.lexsort((b_bucket, b_key))
-    b_key, b_bucket, b_count, b_sum = b_key[order], b_bucket[order], b_count[order], b_sum[order]
-    starts = np.flatnonzero(np.r_[True, b_key[1:] != b_key[:-1]])
-    offsets = np.r_[starts, len(b_key)].astype(np.int64)
-    totals, estimates = grouped_quantiles(b_bucket, b_count, offsets, q.qs)
-    sums = np.add.reduceat(b_sum, starts) if len(starts) else np.zeros(0)
-
-    outcomes: dict[int, dict[int, int]] = {}
-    o = merged.per_outcome
-    for k, oc, c in zip(
-        key[o].tolist(), merged.outcome[o].tolist(), merged.count[o].tolist(), strict=True
-    ):
-        if c and oc >= 0:
-            slot = outcomes.setdefault(k, {})
-            slot[oc] = slot.get(oc, 0) + c
+    row_key = tb_code.astype(np.int64) * max(len(keys), 1) + merged.gid
+    group_keys, row_group = np.unique(row_key, return_inverse=True)
+    row_group = row_group.astype(np.int64)
+    n = len(group_keys)
+    b_group = row_group[merged.b_row]
+    dense = _dense_quantiles(b_group, merged.bucket, merged.b_count, n, q.qs)
+    if dense is not None:
+        totals, estimates = dense
+    else:  # a very wide bucket range: sort the elements instead
+        order = np.lexsort((merged.bucket, b_group))
+        starts = np.searchsorted(b_group[order], np.arange(n + 1))
+        totals, estimates = grouped_quantiles(
+            merged.bucket[order],
+            np.rint(merged.b_count[order]).astype(np.int64),
+            starts.astype(np.int64),
+            q.qs,
+        )
+    sums = np.bincount(row_group, weights=merged.sum, minlength=n)
+    valid = merged.outcome >= 0
+    o_cells = np.bincount(
+        row_group[merged.o_row[valid]] * 8 + merged.outcome[valid],
+        weights=merged.o_count[valid],
+        minlength=n * 8,
+    ).reshape(n, 8)
 
     width = max(len(keys), 1)
     groups = []
-    for i, group_key in enumerate(b_key[starts].tolist()):
+    for i, group_key in enumerate(group_keys.tolist()):
+        if totals[i] <= 0:
+            continue
         t, gid = divmod(group_key, width)
         groups.append(
             SketchGroup(
                 key=keys[gid] if keys else (),
                 count=int(totals[i]),
                 sum=float(sums[i]),
-                outcomes=outcomes.get(group_key, {}),
+                outcomes={o: int(c) for o, c in enumerate(np.rint(o_cells[i]).tolist()) if c},
                 quantiles={
                     qv: (None if math.isnan(estimates[i, j]) else float(estimates[i, j]))
                     for j, qv in enumerate(q.qs)
