@@ -19,8 +19,8 @@ A window ``[start, end)`` is cut into at most five parts: whole hours from
 minutes at both ends from the raw table (where every value is bucketed on the
 fly the same way). Group-by or filter dimensions that are not in the rollups, or a
 time step that is not a whole number of minutes, send the whole window to the raw
-table. All parts are merged with ``SUM(count) GROUP BY bucket`` and quantiles read
-with a cumulative sum: no percentile is ever averaged.
+table. All parts are merged by adding the counts of equal buckets per group, and
+quantiles are read with a cumulative sum: no percentile is ever averaged.
 """
 
 from __future__ import annotations
