@@ -10,7 +10,8 @@ met, plus free-form Markdown ``details`` (plans, profiles, raw figures)::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 _ROLE = re.compile(r":(?:data|class|func|meth|mod|attr):`~?([^`]+)`")
 
@@ -51,10 +52,20 @@ class Report:
     details: list[str] = field(default_factory=list)
     quick: bool = False
     seconds: float = 0.0
+    machine: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return all(r.passed is not False for r in self.results)
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    return asdict(report)
+
+
+def from_json(data: dict[str, Any]) -> Report:
+    results = [Result(**r) for r in data.pop("results")]
+    return Report(results=results, **data)
 
 
 def number(value: float | None, unit: str = "") -> str:
@@ -112,11 +123,31 @@ def summary(reports: list[Report]) -> str:
     return "\n".join(lines)
 
 
-def markdown(reports: list[Report], machine: dict[str, str], preamble: str) -> str:
+def markdown(reports: list[Report], preamble: str) -> str:
+    """The whole page; each section says when and on what it was measured."""
     out = [preamble.rstrip(), ""]
-    out.append("## Machine and run")
+    out.append("## Machine and runs")
     out.append("")
-    out.append(table(["", ""], [[k, v] for k, v in machine.items()]))
+    keys = [
+        k for k in reports[0].machine if k not in ("date", "load average at start (1 / 5 / 15 min)")
+    ]
+    out.append(table(["", ""], [[k, reports[0].machine.get(k, "")] for k in keys]))
+    out.append("")
+    out.append(
+        table(
+            ["benchmark", "measured", "mode", "took", "load average at start (1 / 5 / 15 min)"],
+            [
+                [
+                    rep.title,
+                    rep.machine.get("date", "?"),
+                    "quick" if rep.quick else "full",
+                    f"{rep.seconds:.0f} s",
+                    rep.machine.get("load average at start (1 / 5 / 15 min)", "?"),
+                ]
+                for rep in reports
+            ],
+        )
+    )
     out.append("")
     out.append("## Summary")
     out.append("")
@@ -129,10 +160,9 @@ def markdown(reports: list[Report], machine: dict[str, str], preamble: str) -> s
     for rep in reports:
         out += ["", f"## {rep.title}", "", rst_to_md(rep.description.strip()), ""]
         mode = "quick mode" if rep.quick else "full mode"
-        out += [
-            f"Run: `python -m bench.run {rep.name}{' --quick' if rep.quick else ''}` ({mode}, {rep.seconds:.0f} s).",
-            "",
-        ]
+        command = f"python -m bench.run {rep.name}{' --quick' if rep.quick else ''}"
+        when = rep.machine.get("date", "?")
+        out += [f"Run: `{command}` ({mode}, {rep.seconds:.0f} s, {when}).", ""]
         out.append(results_table(rep.results))
         for block in rep.details:
             out += ["", block.rstrip()]

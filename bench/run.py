@@ -2,22 +2,26 @@
 
 Names: ingest, query, accuracy, memory (default: all, in that order).
 ``--quick`` runs each in under a minute (a smoke check, not a result);
-``--write`` rewrites docs/benchmarks.md with the results of this run.
+``--write`` stores this run's reports in bench/results.json (replacing earlier
+ones of the same benchmarks) and renders docs/benchmarks.md from all stored ones,
+so ``python -m bench.run query --write`` updates the query section alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
 
 from bench.machine import describe
-from bench.report import Report, markdown, summary
+from bench.report import Report, from_json, markdown, summary, to_json
 
 BENCHMARKS = ("ingest", "query", "accuracy", "memory")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+RESULTS = Path(__file__).resolve().parent / "results.json"  # the latest report of each
 
 PREAMBLE = """# Benchmarks
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         report: Report = module.run(quick=args.quick)
         report.seconds = time.perf_counter() - started
+        report.machine = machine
         reports.append(report)
         print(summary([report]), flush=True)
         for block in report.details:
@@ -72,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(summary(reports))
     if args.write:
+        stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        stored.update({r.name: to_json(r) for r in reports})
+        RESULTS.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
+        latest = [from_json(stored[n]) for n in BENCHMARKS if n in stored]
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(markdown(reports, machine, PREAMBLE))
-        print(f"wrote {DOC}")
+        DOC.write_text(markdown(latest, PREAMBLE))
+        print(f"wrote {DOC} and {RESULTS}")
     return 0 if all(r.passed for r in reports) else 1
 
 
