@@ -22,6 +22,7 @@ from bench.report import Report, from_json, markdown, summary, to_json
 BENCHMARKS = ("ingest", "query", "accuracy", "memory")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results.json"  # the latest report of each
+APPENDIX = Path(__file__).with_name("appendix.md")  # hand-kept sections, appended as they are
 
 PREAMBLE = """# Benchmarks
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
         latest = [from_json(stored[n]) for n in BENCHMARKS if n in stored]
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(markdown(latest, PREAMBLE))
+        appendix = APPENDIX.read_text() if APPENDIX.exists() else ""
+        DOC.write_text(markdown(latest, PREAMBLE).rstrip() + "\n" + appendix)
         print(f"wrote {DOC} and {RESULTS}")
     return 0 if all(r.passed for r in reports) else 1
 
