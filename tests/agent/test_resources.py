@@ -147,5 +147,7 @@ def test_samples_reach_the_collector(server: Server, agent: Start) -> None:
     assert len(rows) >= 3
     assert {r[0] for r in rows} == {os.getpid()}
     assert all(r[1] > 10e6 and r[2] >= 2 and r[4] > 0 for r in rows)
-    assert rows[0][3] is None and all(r[3] is not None for r in rows[1:])
+    # CPU % needs two readings: only the sampler's first sample may lack it
+    cpu = [r[3] for r in rows]
+    assert sum(v is None for v in cpu) <= 1 and all(v >= 0 for v in cpu if v is not None)
     assert {(r[5], r[6]) for r in rows} == {("shop", "1.0")}
