@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from perfpulse.model.catalog import METRICS, RATINGS, Metric
+from perfpulse.model.catalog import RATINGS
 from perfpulse.model.rows import LAYOUTS
 from perfpulse.store.base import Flush, Plan, SketchGroup, SketchQuery
 from perfpulse.store.duckdb import sql
@@ -322,7 +322,3 @@ class DuckDBBackend:
             if not self._closed:
                 self._closed = True
                 self._con.close()  # closing the last connection checkpoints the file
-
-
-def metrics_for(table: str) -> list[Metric]:
-    return [m for m in METRICS if m.kind == table]
