@@ -39,6 +39,7 @@ from perfpulse.ingest.normalize import Normalizer
 from perfpulse.ingest.receiver import DEFAULT_MAX_BODY, Receiver
 from perfpulse.ingest.routes import RouteFolder
 from perfpulse.keys import Keys, bearer, matches
+from perfpulse.query.rows import rows as breakdown
 from perfpulse.query.service import Query, QueryError
 from perfpulse.query.telemetry import Telemetry
 from perfpulse.spool.file import FileSpool
@@ -46,6 +47,7 @@ from perfpulse.store.duckdb.backend import DuckDBBackend
 from perfpulse.store.retention import DAY, Retention
 from perfpulse.store.writer import Writer
 from perfpulse.telemetry import CollectorMetrics, gauge
+from perfpulse.web.app import routes as dashboard_routes
 
 log = logging.getLogger("perfpulse")
 STATIC = Path(__file__).parent / "web" / "static"
@@ -274,6 +276,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/vitals", _reader(collector, lambda c, p: c.query.vitals(p))),
         Route("/api/v1/rum/views", _reader(collector, lambda c, p: c.query.views(p))),
         Route("/api/v1/metrics", _reader(collector, lambda c, p: Query.catalog())),
+        Route("/api/v1/breakdown", _reader(collector, lambda c, p: breakdown(c.query, p))),
         Route("/api/v1/traces", _reader(collector, lambda c, p: c.telemetry.traces(p))),
         Route(
             "/api/v1/traces/{trace_id}",
@@ -283,6 +286,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/otel/metrics", _reader(collector, lambda c, p: c.telemetry.otel_metrics(p))),
         Route("/api/v1/otel/series", _reader(collector, lambda c, p: c.telemetry.otel_series(p))),
         *alert_routes(lambda: collector().alerts, lambda: collector().keys.read_token),
+        *dashboard_routes(collector),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.collector = collector

@@ -35,7 +35,9 @@ from perfpulse.model.catalog import (
 )
 from perfpulse.store.base import Backend, SketchGroup, SketchQuery
 
-RESERVED = frozenset({"metric", "q", "from", "to", "by", "step", "limit", "order", "explain"})
+RESERVED = frozenset(
+    {"metric", "q", "from", "to", "by", "step", "limit", "order", "explain", "apdex"}
+)
 DEFAULT_QS = "0.5,0.95,0.99"
 MAX_POINTS = 10_000
 AUTO_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400)
@@ -144,6 +146,7 @@ class Query:
         start, end = self.window(params)
         qs = self.quantiles(params)
         by, filters = self.dims(m, params)
+        apdex = self.apdex_t(params)
         sq = SketchQuery(
             metric=m,
             start=start,
@@ -152,8 +155,22 @@ class Query:
             filters=filters,
             qs=tuple(v for _, v in qs),
             step=step,
+            below=(apdex, 4 * apdex) if apdex is not None else (),
         )
         return sq, qs
+
+    @staticmethod
+    def apdex_t(params: Mapping[str, str]) -> float | None:
+        """``apdex=T``: also answer the Apdex score with satisfied ≤ T, tolerating ≤ 4T."""
+        if not params.get("apdex"):
+            return None
+        try:
+            t = float(params["apdex"])
+        except ValueError:
+            t = math.nan
+        if not t > 0 or not math.isfinite(t):
+            raise QueryError(f"'apdex' must be a positive threshold, got {params['apdex']!r}")
+        return t
 
     # --- answers -----------------------------------------------------------------
 
@@ -167,6 +184,9 @@ class Query:
             "mean": g.sum / g.count if g.count else None,
         }
         m, oc, n = sq.metric, g.outcomes, g.count
+        if sq.below and n:
+            t, t4 = sq.below
+            out["apdex"] = (g.below[t] + (g.below[t4] - g.below[t]) / 2) / n
         if m.outcome == "status":
             out["error_ratio"] = oc.get(5, 0) / n if n else None
         elif m.outcome == "error":

@@ -46,6 +46,7 @@ class SketchQuery:
     filters: tuple[tuple[str, str], ...] = ()
     qs: tuple[float, ...] = (0.5, 0.95, 0.99)
     step: int | None = None
+    below: tuple[float, ...] = ()  # also count the values ≤ each of these (e.g. Apdex)
 
 
 @dataclass(slots=True)
@@ -58,6 +59,41 @@ class SketchGroup:
     outcomes: dict[int, int]
     quantiles: dict[float, float | None]
     time: float | None = None
+    below: dict[float, int] = field(default_factory=dict)  # values ≤ t, to bucket precision
+
+
+@dataclass(frozen=True, slots=True)
+class RowQuery:
+    """A breakdown of raw rows: filter, group, aggregate, order, cut.
+
+    ``table`` is a raw table (:data:`perfpulse.model.rows.LAYOUTS`). ``by`` names
+    columns, or ``attribution.<key>`` / ``attributes.<key>`` for a key inside a
+    JSON column. ``measures`` are ``count`` or ``fn:column`` with ``fn`` one of
+    ``sum``, ``avg``, ``max``, ``min``, ``p50``, ``p75``, ``p95``, ``p99``
+    (exact, over the raw rows), or ``true:column`` (rows where a boolean or
+    integer column is non-zero). ``where`` holds numeric conditions
+    ``(column, op, value)``. With no ``measures`` the answer lists rows (the
+    ``by`` columns plus ``ts``) ordered by ``order`` descending.
+    """
+
+    table: str
+    start: float
+    end: float
+    filters: tuple[tuple[str, str], ...] = ()
+    by: tuple[str, ...] = ()
+    measures: tuple[str, ...] = ("count",)
+    where: tuple[tuple[str, str, float], ...] = ()
+    order: str = "count"
+    limit: int = 10
+
+
+class BadRowQuery(ValueError):
+    """A breakdown naming a table, column or function that does not exist."""
+
+
+def measure_name(measure: str) -> str:
+    """The answer's key for a measure: ``sum:duration_ms`` → ``sum_duration_ms``."""
+    return measure.replace(":", "_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,5 +155,9 @@ class Backend(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def row_counts(self) -> dict[str, int]: ...
+
+    def rows(self, query: RowQuery) -> list[dict[str, Any]]: ...
+
+    def dimension_values(self, dim: str, limit: int) -> list[str]: ...
 
     def close(self) -> None: ...

@@ -29,8 +29,8 @@ import pyarrow as pa
 
 from perfpulse.model.catalog import RATINGS
 from perfpulse.model.rows import LAYOUTS
-from perfpulse.store.base import Flush, Plan, SketchGroup, SketchQuery
-from perfpulse.store.duckdb import sql
+from perfpulse.store.base import Flush, Plan, RowQuery, SketchGroup, SketchQuery
+from perfpulse.store.duckdb import explore, sql
 from perfpulse.store.retention import Retention
 
 _ARROW = {
@@ -316,6 +316,13 @@ class DuckDBBackend:
             row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[table] = int(row[0]) if row else 0
         return counts
+
+    def rows(self, query: RowQuery) -> list[dict[str, Any]]:
+        return self._dicts(*explore.row_query_sql(query))
+
+    def dimension_values(self, dim: str, limit: int) -> list[str]:
+        statement, params = explore.dimension_values_sql(dim)
+        return [r[0] for r in self._cursor().execute(statement, [*params, limit]).fetchall()]
 
     def close(self) -> None:
         with self._lock:

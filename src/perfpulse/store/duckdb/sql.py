@@ -41,6 +41,7 @@ from perfpulse.sketch import (
     MIN_POSITIVE,
     NEGATIVE_BASE,
     ZERO_BUCKET,
+    bucket_of,
     grouped_quantiles,
     values_of,
 )
@@ -526,6 +527,10 @@ def sketch_groups(merged: Merged, keys: list[tuple[Any, ...]], q: SketchQuery) -
             q.qs,
         )
     sums = np.bincount(row_group, weights=merged.sum, minlength=n)
+    below = {}
+    for t in q.below:  # counts up to t's bucket: within the sketch's relative error of t
+        mask = merged.bucket <= bucket_of(t)
+        below[t] = np.bincount(b_group[mask], weights=merged.b_count[mask], minlength=n)
     valid = merged.outcome >= 0
     o_cells = np.bincount(
         row_group[merged.o_row[valid]] * 8 + merged.outcome[valid],
@@ -550,6 +555,7 @@ def sketch_groups(merged: Merged, keys: list[tuple[Any, ...]], q: SketchQuery) -
                     for j, qv in enumerate(q.qs)
                 },
                 time=float(tbs[t]) if q.step else None,
+                below={v: int(np.rint(c[i])) for v, c in below.items()},
             )
         )
     groups.sort(key=lambda g: (g.time or 0.0, -g.count))

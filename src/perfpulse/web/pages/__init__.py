@@ -1,0 +1,80 @@
+"""The dashboard's pages: one module each, with ``build(ctx) -> dict``.
+
+:data:`PAGES` lists them in navigation order. A page module reads data only
+through ``ctx.query`` / ``ctx.telemetry`` (the same answers the API gives) and
+returns plain values for its template; charts are built with
+:mod:`perfpulse.web.charts`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from perfpulse.keys import Keys
+from perfpulse.query.service import Query
+from perfpulse.query.telemetry import Telemetry
+from perfpulse.web.view import View
+
+if TYPE_CHECKING:
+    from perfpulse.alerts.engine import AlertEngine
+
+
+@dataclass(slots=True)
+class PageContext:
+    """What a page may read: the view (window and filters) and the read path."""
+
+    view: View
+    query: Query
+    telemetry: Telemetry
+    alerts: AlertEngine
+    keys: Keys
+    base_url: str
+    args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    path: str
+    title: str
+    module: str
+    nav: bool = True
+
+    @property
+    def template(self) -> str:
+        return f"{self.module}.html"
+
+    @property
+    def build(self) -> Callable[[PageContext], dict[str, Any]]:
+        mod = importlib.import_module(f"perfpulse.web.pages.{self.module}")
+        fn: Callable[[PageContext], dict[str, Any]] = mod.build
+        return fn
+
+
+_ALL = (
+    Page("/", "Overview", "overview"),
+    Page("/vitals", "Web Vitals", "vitals"),
+    Page("/assets", "Assets", "assets"),
+    Page("/backend", "Backend", "backend"),
+    Page("/backend/route", "Route", "route", nav=False),
+    Page("/database", "Database", "database"),
+    Page("/cache", "Cache", "cache"),
+    Page("/resources", "Resources", "resources"),
+    Page("/traces", "Traces", "traces"),
+    Page("/traces/{trace_id}", "Trace", "trace", nav=False),
+    Page("/logs", "Logs", "logs"),
+    Page("/compare", "Compare", "compare"),
+    Page("/setup", "Setup", "setup"),
+)
+
+
+def _exists(page: Page) -> bool:
+    return importlib.util.find_spec(f"perfpulse.web.pages.{page.module}") is not None
+
+
+PAGES: tuple[Page, ...] = tuple(p for p in _ALL if _exists(p))
+
+__all__ = ["PAGES", "Page", "PageContext"]
