@@ -212,3 +212,92 @@ def test_cli_query_prints_a_table(loaded: tuple[Server, Any]) -> None:
     )
     assert bad.returncode == 2
     assert "unknown metric 'nope'" in bad.stderr
+
+
+def test_apdex_counts_satisfied_and_tolerating_requests(server: Server) -> None:
+    # 60 satisfied (≤ 100), 30 tolerating (≤ 400), 10 frustrated: (60 + 15) / 100
+    values = [50.0] * 60 + [250.0] * 30 + [2000.0] * 10
+    send_durations(server, "apdex", "/a", values)
+    server.wait_stored(count=100, service="apdex")
+    body = server.get(
+        "/api/v1/percentiles",
+        metric="http.server.duration",
+        service="apdex",
+        apdex="100",
+        **{"from": time.time() - 600},
+    ).json()
+    assert body["groups"][0]["apdex"] == pytest.approx(0.75)
+    steps = server.get(
+        "/api/v1/timeseries",
+        metric="http.server.duration",
+        service="apdex",
+        apdex="100",
+        step="600",
+        **{"from": time.time() - 600},
+    ).json()
+    assert sum(p["count"] * p["apdex"] for p in steps["series"][0]["points"]) == pytest.approx(75)
+    bad = server.get("/api/v1/percentiles", metric="http.server.duration", apdex="-1")
+    assert bad.status_code == 400 and "apdex" in bad.json()["error"]
+
+
+def test_breakdown_groups_lists_and_rejects_unknown_names(server: Server) -> None:
+    now = time.time()
+    events = [
+        {
+            "kind": "db",
+            "ts": now - 1,
+            "fingerprint": "SELECT * FROM t WHERE id = 1",
+            "duration_ms": 10.0 * (i + 1),
+            "route": "/r",
+        }
+        for i in range(4)
+    ] + [
+        {
+            "kind": "db",
+            "ts": now - 1,
+            "fingerprint": "UPDATE u SET a = 2",
+            "duration_ms": 5.0,
+            "route": "/r",
+        }
+    ]
+    batch = {"batch_id": uuid.uuid4().hex, "resource": {"service": "bd"}, "events": events}
+    assert server.send(batch).status_code == 202
+    server.wait_stored("db.query.duration", count=5, service="bd")
+    common = {"from": now - 600, "to": now + 60, "service": "bd"}
+    body = server.get(
+        "/api/v1/breakdown",
+        source="db",
+        by="fingerprint",
+        measure="count,sum:duration_ms,max:duration_ms",
+        order="sum:duration_ms",
+        **common,
+    ).json()
+    top = body["rows"][0]
+    assert top["fingerprint"] == "SELECT * FROM t WHERE id = ?"
+    assert (top["count"], top["sum_duration_ms"], top["max_duration_ms"]) == (4, 100.0, 40.0)
+    assert body["rows"][1] == {
+        "fingerprint": "UPDATE u SET a = ?",
+        "count": 1,
+        "sum_duration_ms": 5.0,
+        "max_duration_ms": 5.0,
+    }
+    listing = server.get(
+        "/api/v1/breakdown",
+        source="db",
+        measure="",
+        by="fingerprint,duration_ms",
+        order="duration_ms",
+        limit="2",
+        **{"min.duration_ms": "15"},
+        **common,
+    ).json()["rows"]
+    assert [r["duration_ms"] for r in listing] == [40.0, 30.0]
+    for bad, word in (
+        ({"source": "nope"}, "nope"),
+        ({"source": "db", "by": "evil;drop"}, "evil;drop"),
+        ({"source": "db", "measure": "sum:fingerprint"}, "numeric"),
+        ({"source": "db", "measure": "exec:duration_ms"}, "exec"),
+        ({"source": "db", "min.duration_ms": "x"}, "number"),
+    ):
+        r = server.get("/api/v1/breakdown", **bad, **common)
+        assert r.status_code == 400 and word in r.json()["error"], (bad, r.text)

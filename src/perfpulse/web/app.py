@@ -16,13 +16,15 @@ origin only, no inline scripts), ``nosniff``, ``DENY`` framing and
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from cachetools import TTLCache
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -35,6 +37,7 @@ from perfpulse.query.service import QueryError
 from perfpulse.web import format as fmt
 from perfpulse.web.pages import PAGES, Page, PageContext
 from perfpulse.web.session import COOKIE, PRE_COOKIE, Sessions, new_anchor
+from perfpulse.web.view import FILTERS as FILTER_DIMS
 from perfpulse.web.view import RANGE_LABELS, View
 
 if TYPE_CHECKING:
@@ -87,6 +90,21 @@ def _refresh(ctx: PageContext) -> int:
 class Dashboard:
     collector: Callable[[], Collector]
     env: Environment
+    # the filter bar's choices change slowly: read them at most every 30 s
+    _choices: TTLCache[str, list[str]] = field(default_factory=lambda: TTLCache(16, 30.0))
+    _choices_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def choices(self, ctx: PageContext) -> dict[str, list[str]]:
+        out = {}
+        for dim in FILTER_DIMS:
+            with self._choices_lock:
+                values = self._choices.get(dim)
+            if values is None:
+                values = ctx.query.backend.dimension_values(dim, 200)
+                with self._choices_lock:
+                    self._choices[dim] = values
+            out[dim] = values
+        return out
 
     def sessions(self) -> Sessions:
         c = self.collector()
@@ -201,10 +219,7 @@ class Dashboard:
     def _render(
         self, page: Page, ctx: PageContext, data: dict[str, Any], sid: str, partial: bool
     ) -> str:
-        options = {
-            dim: ctx.query.backend.dimension_values(dim, 200)
-            for dim in ("service", "environment", "release", "page")
-        }
+        options = self.choices(ctx)
         return self.env.get_template(page.template).render(
             page=page,
             view=ctx.view,

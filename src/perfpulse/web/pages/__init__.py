@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,4 +79,21 @@ def _exists(page: Page) -> bool:
 
 PAGES: tuple[Page, ...] = tuple(p for p in _ALL if _exists(p))
 
-__all__ = ["PAGES", "Page", "PageContext"]
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def gather(*calls: Callable[[], Any]) -> list[Any]:
+    """Run a page's independent questions side by side; answers in call order.
+
+    The storage engine releases the GIL while it scans, so two or three
+    questions at once use the machine's cores instead of waiting in line.
+    """
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(4, thread_name_prefix="perfpulse-page"))
+    futures = [_pool[0].submit(call) for call in calls]
+    return [f.result() for f in futures]
+
+
+__all__ = ["PAGES", "Page", "PageContext", "gather"]

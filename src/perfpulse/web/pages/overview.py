@@ -8,43 +8,45 @@ from typing import Any
 
 from perfpulse.model.catalog import CATALOG, RATINGS, VITALS
 from perfpulse.web.charts import spark
-from perfpulse.web.pages import PageContext
+from perfpulse.web.pages import PageContext, gather
 
 APDEX_T_MS = 500.0  # satisfied ≤ T, tolerating ≤ 4 T (a common default for web APIs)
 HEADLINE = ("LCP", "INP", "CLS")
 
 
-def vitals(ctx: PageContext) -> list[dict[str, Any]]:
+def vital(ctx: PageContext, name: str) -> dict[str, Any]:
+    """One vital's p75 over the window, its rating shares and its sparkline."""
     view, step = ctx.view, str(ctx.view.step)
-    answer = ctx.query.vitals(view.params(CATALOG["rum.lcp"], by=""))
-    got = answer["groups"][0]["metrics"] if answer["groups"] else {}
-    out = []
-    for name in HEADLINE:
-        m = VITALS[name]
-        series = ctx.query.timeseries(view.params(m, metric=m.name, q="0.75", step=step))
-        entry = got.get(name)
-        out.append(
-            {
-                "name": name,
-                "metric": m.name,
-                "unit": m.unit,
-                "p75": entry["p75"] if entry else None,
-                "count": entry["count"] if entry else 0,
-                "rating": entry["rating"] if entry else None,
-                "shares": {r: entry[r] for r in RATINGS} if entry else None,
-                "thresholds": m.thresholds,
-                "spark": spark(series, lambda p: p["quantiles"]["0.75"]),
-            }
-        )
-    return out
+    m = VITALS[name]
+    total, series = gather(
+        lambda: ctx.query.percentiles(view.params(m, metric=m.name, q="0.75")),
+        lambda: ctx.query.timeseries(view.params(m, metric=m.name, q="0.75", step=step)),
+    )
+    g = total["groups"][0] if total["groups"] else None
+    p75 = g["quantiles"]["0.75"] if g else None
+    return {
+        "name": name,
+        "metric": m.name,
+        "unit": m.unit,
+        "p75": p75,
+        "count": g["count"] if g else 0,
+        "rating": RATINGS[m.rate(p75)] if p75 is not None else None,
+        "shares": g["ratings"] if g else None,
+        "thresholds": m.thresholds,
+        "spark": spark(series, lambda p: p["quantiles"]["0.75"]),
+    }
 
 
 def backend(ctx: PageContext) -> dict[str, Any]:
     view = ctx.view
     m = CATALOG["http.server.duration"]
     apdex = str(APDEX_T_MS)
-    total = ctx.query.percentiles(view.params(m, metric=m.name, apdex=apdex))
-    series = ctx.query.timeseries(view.params(m, metric=m.name, apdex=apdex, step=str(view.step)))
+    total, series = gather(
+        lambda: ctx.query.percentiles(view.params(m, metric=m.name, apdex=apdex)),
+        lambda: ctx.query.timeseries(
+            view.params(m, metric=m.name, apdex=apdex, step=str(view.step))
+        ),
+    )
     g = total["groups"][0] if total["groups"] else None
     return {
         "count": g["count"] if g else 0,
@@ -87,7 +89,8 @@ def alerting(ctx: PageContext) -> dict[str, Any]:
 
 
 def build(ctx: PageContext) -> dict[str, Any]:
-    vs = vitals(ctx)
+    # the outer calls each wait on their own inner questions: keep them in this thread
+    vs = [vital(ctx, name) for name in HEADLINE]
     counted = [v for v in vs if v["rating"] is not None]
     passes = all(v["rating"] == "good" for v in vs) if len(counted) == len(vs) else None
     return {"vitals": vs, "passes": passes, "backend": backend(ctx), **alerting(ctx)}
