@@ -70,3 +70,19 @@ def test_live_refresh_replaces_the_content_without_reload(page: Page, dashboard:
     )
     assert page.evaluate("() => window.__same") == 1  # the page was not reloaded
     assert page.query_selector(".card[data-metric=LCP] .value") is not None
+
+
+def test_stored_markup_in_a_page_url_stays_text(page: Page, dashboard: Dashboard) -> None:
+    _open(page, dashboard)
+    options = page.eval_on_selector_all(
+        "#filters select[name=page] option", "os => os.map(o => o.textContent)"
+    )
+    evil = [o for o in options if "<script>" in o]
+    assert evil, options  # the page's path, markup included, shown as text
+    assert page.evaluate("() => window.__xss") is None
+    assert page.query_selector("img[src=x]") is None
+    with page.expect_navigation():
+        page.select_option("#filters select[name=page]", evil[0])
+    assert page.evaluate("() => window.__xss") is None
+    assert page.query_selector("img[src=x]") is None
+    assert evil[0] in page.text_content(".window")
