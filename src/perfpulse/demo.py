@@ -3,8 +3,10 @@
 The generator sends through the public endpoints, exactly as agents do, at a
 bounded rate: lognormal latencies per route (two slow routes, a few errors),
 database statements with one N+1 pattern and one slow query, cache hits and
-misses, CPU and memory samples, and browser page views from several pages,
-devices and browsers with plausible Core Web Vitals.
+misses, CPU and memory samples, browser page views from several pages,
+devices and browsers with plausible Core Web Vitals, the shop's log lines, and
+an OpenTelemetry-instrumented ``inventory`` service exporting traces (server,
+internal, database and HTTP client spans) and trace-correlated logs over OTLP/JSON.
 """
 
 from __future__ import annotations
@@ -65,12 +67,93 @@ CONNECTIONS = ("4g", "4g", "4g", "3g", "wifi")
 RELEASES = ("1.4.1", "1.4.2")
 
 
+@dataclass(frozen=True, slots=True)
+class DemoOperation:
+    """One route of the OpenTelemetry-instrumented service and the work it does."""
+
+    method: str
+    route: str
+    path: str
+    median_ms: float
+    error_rate: float
+    statement: str
+    calls_pricing: bool
+
+
+OTEL_SERVICE = "inventory"
+OPERATIONS = (
+    DemoOperation(
+        "GET",
+        "/stock/{sku}",
+        "/stock/SKU-1042",
+        6,
+        0.0,
+        "SELECT qty FROM stock WHERE sku = $1",
+        False,
+    ),
+    DemoOperation(
+        "POST",
+        "/reservations",
+        "/reservations",
+        14,
+        0.08,
+        "UPDATE stock SET qty = qty - $1 WHERE sku = $2",
+        True,
+    ),
+    DemoOperation(
+        "GET",
+        "/warehouses/{id}/stock",
+        "/warehouses/3/stock",
+        40,
+        0.02,
+        "SELECT sku, qty FROM stock WHERE warehouse_id = $1",
+        True,
+    ),
+)
+# OTLP span kinds and severity numbers (opentelemetry-proto's enums)
+_INTERNAL, _SERVER, _CLIENT = 1, 2, 3
+_SEVERITY = {"debug": 5, "info": 9, "warn": 13, "error": 17}
+
+
 def _lognormal(rng: random.Random, median: float, sigma: float) -> float:
     return median * math.exp(rng.gauss(0.0, sigma))
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([w[0] for w in weighted], [w[1] for w in weighted])[0]
+
+
+def _otlp_attributes(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Attributes as OTLP/JSON ``KeyValue`` objects."""
+    out = []
+    for key, v in values.items():
+        if isinstance(v, bool):
+            value: dict[str, Any] = {"boolValue": v}
+        elif isinstance(v, int):
+            value = {"intValue": str(v)}
+        elif isinstance(v, float):
+            value = {"doubleValue": v}
+        else:
+            value = {"stringValue": str(v)}
+        out.append({"key": key, "value": value})
+    return out
+
+
+def _nanos(ts: float) -> str:
+    return str(round(ts * 1e9))
+
+
+def _otlp_resource(service: str, release: str) -> dict[str, Any]:
+    return {
+        "attributes": _otlp_attributes(
+            {
+                "service.name": service,
+                "deployment.environment.name": "production",
+                "service.version": release,
+                "host.name": "inv-1",
+            }
+        )
+    }
 
 
 class Workload:
@@ -274,6 +357,238 @@ class Workload:
             "memory": {"used_bytes": rng.gauss(24e6, 4e6), "source": "performance.memory"},
         }
 
+    def logs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The shop's log lines for the requests of ``batch`` (from :meth:`batch`):
+        an error with its traceback per failed request, a warning per slow one and
+        an access line for about one request in ten, each with its request id."""
+        rng = self.rng
+        events: list[dict[str, Any]] = []
+        for e in batch["events"]:
+            if e["kind"] != "http":
+                continue
+            line = f"{e['method']} {e['route']} {e['status']} in {e['duration_ms']:.1f} ms"
+            common = {"kind": "log", "ts": e["ts"], "request_id": e["request_id"]}
+            if e["status"] >= 500:
+                events.append(
+                    {
+                        **common,
+                        "level": "error",
+                        "logger": "shop.views",
+                        "message": f"{e['method']} {e['route']} failed: upstream timed out",
+                        "exception": (
+                            "Traceback (most recent call last):\n"
+                            '  File "shop/views.py", line 88, in handle\n'
+                            "    answer = inventory.reserve(order)\n"
+                            "TimeoutError: inventory did not answer within 2.0 s"
+                        ),
+                        "attributes": {"route": e["route"], "status": e["status"]},
+                    }
+                )
+            elif e["duration_ms"] > 500:
+                events.append(
+                    {
+                        **common,
+                        "level": "warn",
+                        "logger": "shop.requests",
+                        "message": f"slow request: {line}",
+                        "attributes": {"route": e["route"], "db_ms": round(e["db_time_ms"], 1)},
+                    }
+                )
+            elif rng.random() < 0.1:
+                events.append(
+                    {**common, "level": "info", "logger": "shop.requests", "message": line}
+                )
+        return {"batch_id": uuid.uuid4().hex, "resource": batch["resource"], "events": events}
+
+    def traces(self, requests: int, service: str = OTEL_SERVICE) -> dict[str, Any]:
+        """``requests`` traces of an OpenTelemetry-instrumented service, as an
+        OTLP/JSON ``ExportTraceServiceRequest`` (``POST /v1/traces``): a server
+        span with an auth check, a database statement and, for some routes, a
+        reservation step calling a pricing service (which sometimes times out)."""
+        rng, now = self.rng, self.clock()
+        spans: list[dict[str, Any]] = []
+
+        def span(
+            trace_id: str,
+            parent: str | None,
+            name: str,
+            kind: int,
+            start: float,
+            duration_ms: float,
+            attributes: dict[str, Any],
+            error: str | None = None,
+        ) -> str:
+            span_id = f"{rng.getrandbits(64) | 1:016x}"
+            spans.append(
+                {
+                    "traceId": trace_id,
+                    "spanId": span_id,
+                    **({"parentSpanId": parent} if parent else {}),
+                    "name": name,
+                    "kind": kind,
+                    "startTimeUnixNano": _nanos(start),
+                    "endTimeUnixNano": _nanos(start + duration_ms / 1000),
+                    "attributes": _otlp_attributes(attributes),
+                    "status": {"code": 2, "message": error} if error else {"code": 0},
+                }
+            )
+            return span_id
+
+        for _ in range(requests):
+            op = rng.choice(OPERATIONS)
+            trace_id = f"{rng.getrandbits(128) | 1:032x}"
+            start = now - rng.random()
+            failed = rng.random() < op.error_rate
+            auth_ms = _lognormal(rng, 0.8, 0.3)
+            db_ms = _lognormal(rng, op.median_ms * 0.4, 0.5)
+            pricing_ms = 2000.0 if failed else _lognormal(rng, op.median_ms * 0.5, 0.6)
+            reserve_ms = pricing_ms + 1.5 if op.calls_pricing else 0.0
+            total = auth_ms + db_ms + reserve_ms + _lognormal(rng, 1.5, 0.3)
+            status = 503 if failed else (201 if op.method == "POST" else 200)
+            root = span(
+                trace_id,
+                None,
+                f"{op.method} {op.route}",
+                _SERVER,
+                start,
+                total,
+                {
+                    "http.request.method": op.method,
+                    "http.route": op.route,
+                    "url.path": op.path,
+                    "http.response.status_code": status,
+                    "request_id": f"{rng.getrandbits(64):016x}",
+                },
+                "pricing timed out" if failed else None,
+            )
+            at = start + 0.0005
+            span(trace_id, root, "auth.verify", _INTERNAL, at, auth_ms, {"auth.scheme": "bearer"})
+            at += auth_ms / 1000
+            span(
+                trace_id,
+                root,
+                op.statement.split(" ", 1)[0] + " stock",
+                _CLIENT,
+                at,
+                db_ms,
+                {"db.system.name": "postgresql", "db.query.text": op.statement},
+            )
+            at += db_ms / 1000
+            if op.calls_pricing:
+                reserve = span(
+                    trace_id,
+                    root,
+                    "reserve",
+                    _INTERNAL,
+                    at,
+                    reserve_ms,
+                    {"items": rng.randint(1, 4)},
+                )
+                span(
+                    trace_id,
+                    reserve,
+                    "GET pricing",
+                    _CLIENT,
+                    at + 0.001,
+                    pricing_ms,
+                    {
+                        "http.request.method": "GET",
+                        "server.address": "pricing.internal",
+                        "url.full": "http://pricing.internal/quote",
+                        **({} if failed else {"http.response.status_code": 200}),
+                    },
+                    "timeout after 2000 ms" if failed else None,
+                )
+        return {
+            "resourceSpans": [
+                {
+                    "resource": _otlp_resource(service, rng.choice(RELEASES)),
+                    "scopeSpans": [{"scope": {"name": "perfpulse.demo"}, "spans": spans}],
+                }
+            ]
+        }
+
+    def trace_logs(self, traces: dict[str, Any]) -> dict[str, Any]:
+        """Log records for the traces of :meth:`traces`, as an OTLP/JSON
+        ``ExportLogsServiceRequest`` (``POST /v1/logs``), each carrying its trace
+        and span id: an access line per request, a warning per slow one and an
+        error with the exception for each failed pricing call."""
+        by_logger: dict[str, list[dict[str, Any]]] = {}
+
+        def record(
+            logger: str, level: str, ts: float, text: str, s: dict[str, Any], **attrs: Any
+        ) -> None:
+            by_logger.setdefault(logger, []).append(
+                {
+                    "timeUnixNano": _nanos(ts),
+                    "severityNumber": _SEVERITY[level],
+                    "severityText": level.upper(),
+                    "body": {"stringValue": text},
+                    "traceId": s["traceId"],
+                    "spanId": s["spanId"],
+                    "attributes": _otlp_attributes(attrs),
+                }
+            )
+
+        rs = traces["resourceSpans"][0]
+        spans = rs["scopeSpans"][0]["spans"]
+        request_ids: dict[str, str] = {}
+        for s in spans:
+            attrs = {a["key"]: a["value"] for a in s["attributes"]}
+            start, end = int(s["startTimeUnixNano"]) / 1e9, int(s["endTimeUnixNano"]) / 1e9
+            ms = (end - start) * 1000
+            if "parentSpanId" not in s:
+                rid = attrs["request_id"]["stringValue"]
+                request_ids[s["traceId"]] = rid
+                code = attrs["http.response.status_code"]["intValue"]
+                record(
+                    "inventory.http",
+                    "info",
+                    end,
+                    f"{s['name']} {code} in {ms:.1f} ms",
+                    s,
+                    request_id=rid,
+                )
+                if ms > 250:
+                    record(
+                        "inventory.http",
+                        "warn",
+                        end,
+                        f"slow request: {s['name']} took {ms:.0f} ms",
+                        s,
+                        request_id=rid,
+                    )
+            elif s["status"]["code"] == 2:
+                record(
+                    "inventory.pricing",
+                    "error",
+                    end,
+                    f"pricing call failed: {s['status']['message']}",
+                    s,
+                    request_id=request_ids.get(s["traceId"], ""),
+                    **{
+                        "exception.type": "httpx.ReadTimeout",
+                        "exception.message": "timed out",
+                        "exception.stacktrace": (
+                            "Traceback (most recent call last):\n"
+                            '  File "inventory/pricing.py", line 31, in quote\n'
+                            "    response = client.get(url, timeout=2.0)\n"
+                            "httpx.ReadTimeout: timed out"
+                        ),
+                    },
+                )
+        return {
+            "resourceLogs": [
+                {
+                    "resource": rs["resource"],
+                    "scopeLogs": [
+                        {"scope": {"name": name}, "logRecords": records}
+                        for name, records in by_logger.items()
+                    ],
+                }
+            ]
+        }
+
 
 def _generate(
     base: str, ingest_key: str, origin: str, public_key: str, rate: float, stop: threading.Event
@@ -292,7 +607,14 @@ def _generate(
         while not stop.is_set():
             started = time.monotonic()
             try:
-                client.post("/api/v1/events", json=work.batch(max(1, int(rate))), headers=auth)
+                batch = work.batch(max(1, int(rate)))
+                client.post("/api/v1/events", json=batch, headers=auth)
+                logs = work.logs(batch)
+                if logs["events"]:
+                    client.post("/api/v1/events", json=logs, headers=auth)
+                traces = work.traces(max(1, int(rate / 10)))
+                client.post("/v1/traces", json=traces, headers=auth)
+                client.post("/v1/logs", json=work.trace_logs(traces), headers=auth)
                 if tick % 10 == 0:
                     client.post("/api/v1/events", json=work.resources(), headers=auth)
                 for _ in range(max(1, int(rate / 40))):

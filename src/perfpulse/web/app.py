@@ -193,8 +193,10 @@ class Dashboard:
                 here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?{urlencode({'next': here})}", 303)
             c = self.collector()
+            # path parameters (``/traces/{trace_id}``) reach the page in ``args`` but
+            # are not view state: links to other pages must not carry them along
+            view = View.parse(request.url.path, dict(request.query_params), c.settings.clock())
             args = {**request.query_params, **request.path_params}
-            view = View.parse(request.url.path, args, c.settings.clock())
             ctx = PageContext(
                 view=view,
                 query=c.query,
