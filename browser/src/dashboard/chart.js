@@ -102,6 +102,9 @@ const parse = (el) => {
   }
 };
 
+const isolated = (values) =>
+  values.some((v, i) => v != null && values[i - 1] == null && values[i + 1] == null);
+
 const options = (el, spec, series) => {
   const fmt = formatter(spec.unit);
   const limits = {};
@@ -124,6 +127,8 @@ const options = (el, spec, series) => {
         stroke: shade(PALETTE[i % PALETTE.length]),
         width: 1.5,
         value: (u, v) => fmt(v),
+        // a value with gaps on both sides has no line to draw: mark it
+        ...(isolated(s.values) && {points: {show: true, size: 5}}),
       })),
     ],
     axes: [
