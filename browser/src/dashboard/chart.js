@@ -65,7 +65,7 @@ const axisSize = (u, values, i, cycle) => {
 
 /** From zero (or the lowest value), up to the data, and to a threshold that is near it. */
 const yRange = (limits) => (u, lo, hi) => {
-  if (lo == null || hi == null) return [0, 1];
+  if (lo == null || hi == null || (lo == 0 && hi == 0)) return [0, 1]; // all zero: 0 to 1 (100 % for a ratio)
   for (const t of limits) if (t > hi && t <= 2 * hi) hi = t;
   return uPlot.rangeNum(Math.min(0, lo), hi, 0.1, true);
 };

@@ -106,8 +106,11 @@ class View:
 
     @property
     def step(self) -> int:
-        """A time step giving about :data:`CHART_POINTS` points, on a whole minute."""
-        return max(60, math.ceil(self.span / CHART_POINTS / 60.0) * 60)
+        """A time step giving about :data:`CHART_POINTS` points, on a whole minute;
+        from a 12-hour span up, on a whole hour, so that the hourly rollups answer
+        (a 24-hour chart then reads 24 rows per series instead of 1,440)."""
+        step = max(60, math.ceil(self.span / CHART_POINTS / 60.0) * 60)
+        return step if self.span < 12 * 3600 else math.ceil(step / 3600) * 3600
 
     @property
     def live(self) -> bool:
@@ -131,6 +134,12 @@ class View:
         out.update(self.filters)
         out.update(self.extra)
         return out
+
+    def nav_url(self, path: str) -> str:
+        """Another page over the same window and filters, without this page's own
+        parameters (``route``, ``metric``…), except the refresh period."""
+        state = {k: v for k, v in self.state().items() if k not in self.extra or k == "refresh"}
+        return f"{path}?{urlencode(state)}"
 
     def url(self, path: str | None = None, **changes: str | None) -> str:
         """This view's URL with some parameters changed (``None`` removes one)."""
