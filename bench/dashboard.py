@@ -20,6 +20,7 @@ a collector with an empty store, the floor of rendering and routing alone.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -33,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +231,15 @@ def build(n: int) -> dict[str, Any]:
                 raise RuntimeError("collector stayed full")
 
             with ThreadPoolExecutor(4) as pool:
-                for i, got in enumerate(pool.map(send, _batches(n, start, end))):
-                    accepted += got
+                pending: collections.deque[Future[int]] = collections.deque()
+                for i, item in enumerate(_batches(n, start, end)):
+                    pending.append(pool.submit(send, item))
+                    while len(pending) > 16:  # a bounded number in flight
+                        accepted += pending.popleft().result()
                     if i % 500 == 0:
                         print(f"  dashboard data: {accepted:,} events", file=sys.stderr, flush=True)
+                while pending:
+                    accepted += pending.popleft().result()
         while c.metric("perfpulse_spool_depth") > 0:
             time.sleep(1)
         rows = {
