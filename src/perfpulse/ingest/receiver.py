@@ -233,7 +233,7 @@ class Receiver:
                 {"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers=headers
             )
         if out.tables:
-            record = SpoolRecord(key=key, received=self.clock(), tables=out.tables)
+            record = SpoolRecord(key=key, received=self.clock(), columns=out.tables)
             try:
                 await self.spool.append(_encode(record))
             except SpoolFull as exc:

@@ -24,12 +24,22 @@ from pathlib import Path
 
 import msgspec
 
-from perfpulse.model.rows import RECORD_DECODER
+from perfpulse.model.rows import RECORD_DECODER, Columns, to_columns
 from perfpulse.spool import Spool
 from perfpulse.store.base import Backend, Flush
 from perfpulse.telemetry import CollectorMetrics
 
 log = logging.getLogger("perfpulse.writer")
+
+
+def _join(tables: dict[str, Columns], table: str, columns: Columns) -> None:
+    """Append a record's columns of ``table`` to the flush's (the first are taken as they are)."""
+    mine = tables.get(table)
+    if mine is None:
+        tables[table] = columns
+    else:
+        for column, more in zip(mine, columns, strict=True):
+            column.extend(more)
 
 
 class Writer:
@@ -102,11 +112,10 @@ class Writer:
                 self.metrics.events_rejected.labels("corrupt_spool_record").inc()
                 continue
             flush.batches.append((record.received, record.key))
-            for table, rows in record.tables.items():
-                if table in tables:
-                    tables[table].extend(rows)
-                else:
-                    tables[table] = list(rows)
+            for table, rows in record.rows.items():  # a record from an older collector
+                _join(tables, table, to_columns(table, rows))
+            for table, columns in record.columns.items():
+                _join(tables, table, columns)
         started = time.perf_counter()
         self.backend.write(flush)
         self.metrics.flush_seconds.observe(time.perf_counter() - started)

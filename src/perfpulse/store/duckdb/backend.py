@@ -13,7 +13,7 @@ writer (DuckDB's MVCC shows each the last committed flush).
 Example::
 
     db = DuckDBBackend(Path("data/perfpulse.duckdb"))
-    db.write(Flush(tables={"http": rows}, batches=[(ts, "ingest:b1")], checkpoint=7))
+    db.write(Flush(tables={"http": columns}, batches=[(ts, "ingest:b1")], checkpoint=7))
     groups, plan = db.sketch(SketchQuery(metric=CATALOG["http.server.duration"], ...))
 """
 
@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from perfpulse.model.catalog import RATINGS
-from perfpulse.model.rows import LAYOUTS
+from perfpulse.model.rows import LAYOUTS, Columns, column_length
 from perfpulse.store.base import Flush, Plan, SketchGroup, SketchQuery
 from perfpulse.store.duckdb import sql
 from perfpulse.store.retention import Retention
@@ -42,13 +42,11 @@ _ARROW = {
 }
 
 
-def _arrow_table(table: str, rows: list[tuple[object, ...]]) -> pa.Table:
-    layout = LAYOUTS[table]
-    columns = list(zip(*rows, strict=True))
+def _arrow_table(table: str, columns: Columns) -> pa.Table:
     return pa.table(
         {
             name: pa.array(col, type=_ARROW[kind])
-            for (name, kind), col in zip(layout, columns, strict=True)
+            for (name, kind), col in zip(LAYOUTS[table], columns, strict=True)
         }
     )
 
@@ -90,10 +88,10 @@ class DuckDBBackend:
         with self._lock:
             con.execute("BEGIN")
             try:
-                for table, rows in flush.tables.items():
-                    if not rows:
+                for table, columns in flush.tables.items():
+                    if not column_length(columns):
                         continue
-                    arrow = _arrow_table(table, rows)
+                    arrow = _arrow_table(table, columns)
                     con.register("_in", arrow)
                     try:
                         con.execute(sql.insert_raw(table))
