@@ -61,7 +61,8 @@ def _code_hash() -> str:
     """Changes when the storage code that shapes the file changes."""
     parts = [
         repr(sql.schema()),
-        sql.rollup_from_input("http") or "",
+        sql.flush_rollup(["http"]) or "",
+        sql.INSERT_1M_FROM_FLUSH,
         repr(LAYOUTS["http"]),
         repr((sketch.ALPHA, sketch.ZERO_BUCKET)),
         inspect.getsource(DuckDBBackend.write),

@@ -63,7 +63,9 @@ DROP_REASONS = ("non_finite", "negative_value", "absurd_value", "future_timestam
 
 _isfinite = math.isfinite
 _json = msgspec.json.Encoder()
-_consume: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend  # runs an iterator, in C
+_consume: Callable[[Iterable[object]], None] = deque[object](
+    maxlen=0
+).extend  # runs an iterator, in C
 
 
 @dataclass(slots=True)

@@ -71,10 +71,6 @@ class DuckDBBackend:
         self._con.execute("SET TimeZone = 'UTC'")
         for statement in sql.schema():
             self._con.execute(statement)
-        self._series: dict[str, int] = dict(
-            (key, int(ident)) for ident, key in self._con.execute(sql.ALL_SERIES).fetchall()
-        )
-        self._next_series = max(self._series.values(), default=0) + 1
         self._dirty_minutes: set[int] = set()
         self._dirty_hours: set[int] = set()
         self._lock = threading.Lock()  # guards the writer connection
@@ -85,64 +81,39 @@ class DuckDBBackend:
 
     def write(self, flush: Flush) -> None:
         con = self._con
+        tables = [t for t, columns in flush.tables.items() if column_length(columns)]
         with self._lock:
             con.execute("BEGIN")
             try:
-                for table, columns in flush.tables.items():
-                    if not column_length(columns):
-                        continue
-                    arrow = _arrow_table(table, columns)
-                    con.register("_in", arrow)
-                    try:
-                        con.execute(sql.insert_raw(table))
-                        rollup = sql.rollup_from_input(table)
-                        if rollup:
-                            con.execute(sql.CREATE_FLUSH_ROLLUP.format(select=rollup))
-                            self._map_series(con)
-                            con.execute(sql.FLUSH_IDS)
-                            con.execute(sql.INSERT_1M_FROM_FLUSH)
-                            con.execute(sql.INSERT_1H_FROM_FLUSH)
-                            con.execute("DROP TABLE _flush_ids")
-                            for (minute,) in con.execute(sql.FLUSH_MINUTES).fetchall():
-                                self._dirty_minutes.add(int(minute))
-                                self._dirty_hours.add(int(minute) // 3600 * 3600)
-                            con.execute("DROP TABLE _flush_rollup")
-                            con.unregister("_series_map")
-                    finally:
-                        con.unregister("_in")
+                for table in tables:
+                    con.register(sql.input_name(table), _arrow_table(table, flush.tables[table]))
+                    con.execute(sql.insert_raw(table))
+                rollup = sql.flush_rollup(tables)
+                if rollup:
+                    con.execute(rollup)
+                    con.execute(sql.INSERT_NEW_SERIES)
+                    con.execute(sql.INSERT_1M_FROM_FLUSH)
+                    con.execute(sql.INSERT_1H_FROM_FLUSH)
+                    for (minute,) in con.execute(sql.FLUSH_MINUTES).fetchall():
+                        self._dirty_minutes.add(int(minute))
+                        self._dirty_hours.add(int(minute) // 3600 * 3600)
+                    con.execute("DROP TABLE _flush_rollup")
                 if flush.batches:
-                    con.executemany(
-                        sql.INSERT_BATCH,
-                        [(int(ts * 1_000_000), key) for ts, key in flush.batches],
+                    con.execute(
+                        sql.INSERT_BATCHES,
+                        [
+                            [int(ts * 1_000_000) for ts, _ in flush.batches],
+                            [key for _, key in flush.batches],
+                        ],
                     )
                 con.execute(sql.SET_CHECKPOINT, [flush.checkpoint])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-
-    def _map_series(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Give every series of the flush its id (new ones are added to ``series``)
-        and register ``_series_map(skey, id)`` for the rollup inserts."""
-        known = self._series
-        keys = [row[0] for row in con.execute(sql.FLUSH_SERIES).fetchall()]
-        new = [k for k in keys if k not in known]
-        if new:
-            rows = []
-            for k in new:
-                known[k] = self._next_series
-                rows.append((self._next_series, *sql.split_series_key(k)))
-                self._next_series += 1
-            con.executemany(sql.INSERT_SERIES, rows)
-        con.register(
-            "_series_map",
-            pa.table(
-                {
-                    "skey": pa.array(keys, pa.string()),
-                    "id": pa.array([known[k] for k in keys], pa.int32()),
-                }
-            ),
-        )
+            finally:
+                for table in tables:
+                    con.unregister(sql.input_name(table))
 
     def checkpoint(self) -> int:
         row = self._cursor().execute(sql.GET_CHECKPOINT).fetchone()

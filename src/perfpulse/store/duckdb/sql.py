@@ -26,6 +26,7 @@ quantiles are read with a cumulative sum: no percentile is ever averaged.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +59,6 @@ _ROLLUP_COLUMNS = (
     "outcomes TINYINT[], outcome_counts BIGINT[], sum DOUBLE"
 )
 SERIES_COLUMNS = ("metric", "service", "environment", "release", "d1", "d2", "d3", "d4")
-# A series key as one string: the dimensions joined by a unit separator, NULL as NUL.
-_SKEY = "concat_ws(chr(31), " + ", ".join(f"coalesce({c}, chr(0))" for c in SERIES_COLUMNS) + ")"
 
 
 def schema() -> list[str]:
@@ -81,12 +80,17 @@ def schema() -> list[str]:
     return statements
 
 
+def input_name(table: str) -> str:
+    """The relation a flush registers ``table``'s columns under."""
+    return f"_in_{table}"
+
+
 def insert_raw(table: str) -> str:
     cols = ", ".join(
         "make_timestamp(CAST(ts * 1000000 AS BIGINT))" if kind == "ts" else f'"{name}"'
         for name, kind in LAYOUTS[table]
     )
-    return f"INSERT INTO {table} SELECT {cols} FROM _in"
+    return f"INSERT INTO {table} SELECT {cols} FROM {input_name(table)}"
 
 
 def bucket_expr(value: str) -> str:
@@ -122,62 +126,105 @@ def _dims(metric: Metric) -> str:
     return ", ".join(f"{d} AS d{i + 1}" for i, d in enumerate(dims))
 
 
-def rollup_from_input(table: str) -> str | None:
-    """Per-minute sketch rows of the flush in ``_in``, for every metric of ``table``."""
-    parts = []
-    for m in METRICS:
-        if m.kind != table:
-            continue
-        value = f'"{m.field}"'
-        parts.append(
-            f"SELECT CAST(floor(ts / 60) * 60 AS BIGINT) AS s, '{m.name}' AS metric, "
-            f"service, environment, release, {_dims(m)}, {outcome_expr(m)} AS outcome, "
-            f"{bucket_expr(value)} AS bucket, count(*) AS count, sum({value}) AS sum "
-            f"FROM _in WHERE {_where(m)} GROUP BY ALL"
+def _metric_values(metrics: list[Metric]) -> tuple[list[str], list[str]]:
+    """Parallel (metric name, value) SQL expressions, one pair per source column:
+    metrics told apart by ``where`` (the vitals, by ``name``) share their column
+    and get their name from a CASE, NULL where no metric applies."""
+    names: list[str] = []
+    values: list[str] = []
+    shared: dict[tuple[str, tuple[str, ...]], list[Metric]] = {}
+    for m in metrics:
+        if m.where:
+            shared.setdefault((m.field, tuple(c for c, _ in m.where)), []).append(m)
+        else:
+            names.append(f"'{m.name}'")
+            values.append(f'CAST("{m.field}" AS DOUBLE)')
+    for (fld, _), group in shared.items():
+        whens = " ".join(
+            "WHEN " + " AND ".join(f"\"{c}\" = '{v}'" for c, v in m.where) + f" THEN '{m.name}'"
+            for m in group
         )
-    return " UNION ALL ".join(parts) or None
+        names.append(f"CASE {whens} END")
+        values.append(f'CAST("{fld}" AS DOUBLE)')
+    return names, values
 
 
-CREATE_FLUSH_ROLLUP = (
-    "CREATE TEMP TABLE _flush_rollup AS SELECT *, " + _SKEY + " AS skey FROM ({select})"
+def rollup_input(table: str) -> list[str]:
+    """SELECTs of ``(s, service, environment, release, d1..d4, outcome, metric, v)``
+    over the flush's ``table`` rows: each row is unnested into one (metric, value)
+    pair per metric of the table (one SELECT per set of rollup dimensions)."""
+    kinds: dict[tuple[tuple[str, ...], str], list[Metric]] = {}
+    for m in METRICS:
+        if m.kind == table:
+            kinds.setdefault((m.dims, m.outcome), []).append(m)
+    selects = []
+    for group in kinds.values():
+        names, values = _metric_values(group)
+        selects.append(
+            "SELECT CAST(floor(ts / 60) * 60 AS BIGINT) AS s, service, environment, release, "
+            f"{_dims(group[0])}, {outcome_expr(group[0])} AS outcome, "
+            f"unnest([{', '.join(names)}]) AS metric, unnest([{', '.join(values)}]) AS v "
+            f"FROM {input_name(table)}"
+        )
+    return selects
+
+
+def flush_rollup(tables: Iterable[str]) -> str | None:
+    """CREATE ``_flush_rollup``: the per-minute sketch pieces ``(s, metric, service,
+    environment, release, d1..d4, outcome, bucket, count, sum)`` of every metric
+    of the flush's ``tables``, in one scan of each and one aggregation."""
+    selects = [select for table in tables for select in rollup_input(table)]
+    if not selects:
+        return None
+    return (
+        "CREATE TEMP TABLE _flush_rollup AS "
+        f"SELECT s, {', '.join(SERIES_COLUMNS)}, outcome, {bucket_expr('v')} AS bucket, "
+        f"count(*) AS count, sum(v) AS sum FROM ({' UNION ALL '.join(selects)}) "
+        "WHERE v IS NOT NULL AND metric IS NOT NULL GROUP BY ALL"
+    )
+
+
+_SAME_SERIES = " AND ".join(f"f.{c} IS NOT DISTINCT FROM s.{c}" for c in SERIES_COLUMNS)
+# Series of the flush not yet in ``series``, numbered after the highest id.
+INSERT_NEW_SERIES = (
+    "INSERT INTO series SELECT (SELECT coalesce(max(id), 0) FROM series) + row_number() OVER (), * "
+    f"FROM (SELECT DISTINCT {', '.join(SERIES_COLUMNS)} FROM _flush_rollup) f "
+    f"WHERE NOT EXISTS (SELECT 1 FROM series s WHERE {_SAME_SERIES})"
 )
-FLUSH_SERIES = "SELECT DISTINCT skey FROM _flush_rollup"
-INSERT_SERIES = "INSERT INTO series VALUES (?, " + ", ".join("?" for _ in SERIES_COLUMNS) + ")"
-ALL_SERIES = "SELECT id, " + _SKEY + " FROM series"
-FLUSH_IDS = (
-    "CREATE TEMP TABLE _flush_ids AS SELECT s, m.id AS series, outcome, bucket, count, sum "
-    "FROM _flush_rollup JOIN _series_map m USING (skey)"
+_FLUSH_PIECES = (
+    "SELECT f.s, s.id AS series, f.outcome, f.bucket, f.count, f.sum "
+    f"FROM _flush_rollup f JOIN series s ON {_SAME_SERIES}"
 )
 
 
 def sketch_rows(table: str, slot: str, source: str) -> str:
     """INSERT one sketch row per (slot, series) of ``source`` rows
-    ``(s, series, outcome, bucket, count, sum)``; ``slot`` maps ``s`` to the slot."""
+    ``(s, series, outcome, bucket, count, sum)``; ``slot`` maps ``s`` to the slot.
+    One pass counts by bucket and by outcome (grouping sets), a second one makes
+    the lists."""
     return (
         f"INSERT INTO {table} "
-        f"WITH src AS (SELECT {slot} AS slot, series, outcome, bucket, count, sum FROM ({source})), "
-        "b AS (SELECT slot, series, bucket, sum(count) AS c FROM src GROUP BY ALL), "
-        "o AS (SELECT slot, series, outcome, sum(count) AS c, sum(sum) AS sm FROM src GROUP BY ALL), "
-        "bl AS (SELECT slot, series, list(bucket ORDER BY bucket) AS buckets, "
-        "list(c ORDER BY bucket) AS counts FROM b GROUP BY ALL), "
-        "ol AS (SELECT slot, series, list(outcome ORDER BY outcome) AS outcomes, "
-        "list(c ORDER BY outcome) AS outcome_counts, sum(sm) AS sm FROM o GROUP BY ALL) "
-        "SELECT make_timestamp(slot * 1000000), series, buckets, counts, outcomes, "
-        "outcome_counts, sm FROM bl JOIN ol USING (slot, series)"
+        "SELECT make_timestamp(slot * 1000000), series, "
+        "list(bucket ORDER BY bucket) FILTER (WHERE NOT per_outcome), "
+        "list(c ORDER BY bucket) FILTER (WHERE NOT per_outcome), "
+        "list(outcome ORDER BY outcome) FILTER (WHERE per_outcome), "
+        "list(c ORDER BY outcome) FILTER (WHERE per_outcome), "
+        "sum(sm) FILTER (WHERE per_outcome) "
+        f"FROM (SELECT {slot} AS slot, series, bucket, outcome, sum(count) AS c, sum(sum) AS sm, "
+        f"GROUPING(bucket) = 1 AS per_outcome FROM ({source}) "
+        "GROUP BY GROUPING SETS ((slot, series, bucket), (slot, series, outcome))) "
+        "GROUP BY slot, series"
     )
 
 
-INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", "SELECT * FROM _flush_ids")
-INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", "SELECT * FROM _flush_ids")
+INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", _FLUSH_PIECES)
+INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", _FLUSH_PIECES)
 FLUSH_MINUTES = "SELECT DISTINCT s FROM _flush_rollup"
 
 
-def split_series_key(skey: str) -> tuple[str | None, ...]:
-    """The dimensions of a series key (see ``_SKEY``)."""
-    return tuple(None if part == "\x00" else part for part in skey.split("\x1f"))
-
-
-INSERT_BATCH = "INSERT INTO batches VALUES (make_timestamp(?), ?)"
+INSERT_BATCHES = (
+    "INSERT INTO batches SELECT make_timestamp(unnest(?::BIGINT[])), unnest(?::VARCHAR[])"
+)
 SET_CHECKPOINT = "INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)"
 GET_CHECKPOINT = "SELECT value FROM meta WHERE name = 'checkpoint'"
 RECENT_BATCHES = "SELECT key FROM batches WHERE ts >= make_timestamp(?)"
