@@ -80,14 +80,20 @@ def test_drain_stores_every_record_once_and_moves_the_checkpoint() -> None:
     assert sorted(db.recent_batches(0)) == ["a", "b"]
 
 
-def test_records_of_rows_from_an_older_collector_are_stored() -> None:
+def test_records_of_rows_columns_or_both_are_stored() -> None:
     spool, db = MemorySpool(), DuckDBBackend(None)
-    old = RECORD_ENCODER.encode(
-        SpoolRecord(key="old", received=NOW, rows={"http": http_rows("old", 2)})
+    rows = RECORD_ENCODER.encode(
+        SpoolRecord(key="r", received=NOW, rows={"http": http_rows("r", 2)})
     )
-    fill(spool, [old, record("new", 1)])
-    assert Writer(spool, db, CollectorMetrics()).drain() == 3
-    assert stored(db) == ["new-0", "old-0", "old-1"]
+    both = SpoolRecord(
+        key="b",
+        received=NOW,
+        rows={"http": http_rows("b-row", 1)},
+        columns={"http": to_columns("http", http_rows("b-col", 1))},
+    )
+    fill(spool, [rows, record("c", 1), RECORD_ENCODER.encode(both)])
+    assert Writer(spool, db, CollectorMetrics()).drain() == 5
+    assert stored(db) == ["b-col-0", "b-row-0", "c-0", "r-0", "r-1"]
 
 
 def test_a_poison_record_is_quarantined_and_the_rest_stored(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ Example::
 
     norm = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=14 * 86400)
     out = norm.batch(BATCH_DECODER.decode(body))
-    out.tables["http"]   # columns in the layout of model.rows.LAYOUTS["http"]
+    out.columns["http"]   # columns in the layout of model.rows.LAYOUTS["http"]
 """
 
 from __future__ import annotations
@@ -70,28 +70,36 @@ _consume: Callable[[Iterable[object]], None] = deque[object](
 
 @dataclass(slots=True)
 class Normalized:
-    """Columns per raw table (see :mod:`perfpulse.model.rows`), how many events
-    were kept, and why others were dropped."""
+    """What a batch becomes, per raw table: rows (tuples in layout order) of the
+    events added one at a time, and columns (see :mod:`perfpulse.model.rows`) of
+    those built all at once, the http events of a batch; plus how many events were
+    kept and why others were dropped. Rows cost less to make and to encode for a
+    few events (a beacon), columns less to store for many."""
 
-    tables: dict[str, Columns] = field(default_factory=dict)
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    columns: dict[str, Columns] = field(default_factory=dict)
     accepted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
     def add(self, table: str, row: Row) -> None:
-        """Append one row (a tuple in layout order) to ``table``'s columns."""
-        columns = self.tables.get(table)
-        if columns is None:
-            self.tables[table] = [[value] for value in row]
+        rows = self.rows.get(table)
+        if rows is None:
+            self.rows[table] = [row]
         else:
-            _consume(map(list.append, columns, row))
+            rows.append(row)
 
     def extend(self, table: str, columns: Columns) -> None:
         """Append whole columns to ``table``'s."""
-        mine = self.tables.get(table)
+        mine = self.columns.get(table)
         if mine is None:
-            self.tables[table] = columns
+            self.columns[table] = columns
         else:
             _consume(map(list.extend, mine, columns))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to store."""
+        return not (self.rows or self.columns)
 
 
 def _duration_problem(value: float | None) -> str | None:

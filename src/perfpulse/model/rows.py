@@ -1,11 +1,12 @@
 """Row layouts of the raw event tables, shared by ingest (which builds the
-columns) and storage (which creates the tables and inserts the columns).
+data) and storage (which creates the tables and inserts the data as columns).
 
-Ingest hands storage *columns*: per table, one list per field of its layout, in
-layout order and of equal length (:data:`Columns`). The writer joins the columns
-of many spool records with ``list.extend`` and storage inserts them as they are,
-so no event is ever turned from a row into columns on the way. Types are logical:
-each storage backend maps them to its own column types.
+Storage takes *columns*: per table, one list per field of its layout, in layout
+order and of equal length (:data:`Columns`). Ingest builds the columns of a big
+batch directly; a few events arrive as rows (tuples in layout order) and become
+columns in the writer (:func:`to_columns`), which joins the columns of many spool
+records with ``list.extend``. Types are logical: each storage backend maps them
+to its own column types.
 """
 
 from __future__ import annotations
@@ -252,11 +253,11 @@ def column_length(columns: Columns) -> int:
 
 
 class SpoolRecord(msgspec.Struct, array_like=True, gc=False):
-    """What ingest appends to the spool for one accepted batch: the batch's
-    dedupe key, when it arrived, and its columns per raw table (MessagePack).
-
-    ``rows`` is how records were written before columns (rows per table): never
-    written now, still read, so a spool left by an older collector replays."""
+    """What ingest appends to the spool for one accepted batch (MessagePack): the
+    batch's dedupe key, when it arrived, and its data per raw table, as rows
+    (tuples in layout order: a few events, a beacon) or as columns (many events:
+    the http events of a batch), or both. Records of older collectors hold rows
+    only, and read the same."""
 
     key: str
     received: float

@@ -112,7 +112,7 @@ class Writer:
                 self.metrics.events_rejected.labels("corrupt_spool_record").inc()
                 continue
             flush.batches.append((record.received, record.key))
-            for table, rows in record.rows.items():  # a record from an older collector
+            for table, rows in record.rows.items():
                 _join(tables, table, to_columns(table, rows))
             for table, columns in record.columns.items():
                 _join(tables, table, columns)
