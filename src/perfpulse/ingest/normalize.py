@@ -33,6 +33,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import msgspec
@@ -155,6 +156,7 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
+@lru_cache(maxsize=4096)
 def _page_of(url: str) -> str:
     try:
         path = urlsplit(url).path
@@ -423,10 +425,12 @@ class Normalizer:
             if nav
             else (None,) * 8
         )
-        # A bad navigation phase is dropped alone; the page view stays.
-        nav_values = tuple(None if _duration_problem(v) else v for v in nav_values)
-        out.add(
-            "rum_view",
+        # A bad navigation phase is dropped alone; the page view stays (NaN fails the test).
+        nav_values = tuple(
+            v if v is None or 0.0 <= v <= MAX_DURATION_MS else None for v in nav_values
+        )
+        rows = out.rows
+        rows["rum_view"] = [
             (
                 *head,
                 b.browser,
@@ -449,9 +453,10 @@ class Normalizer:
                 mem.total_bytes if mem else None,
                 mem.limit_bytes if mem else None,
                 mem.source if mem else None,
-            ),
-        )
+            )
+        ]
         out.accepted += 1
+        vitals: list[Row] = []
         for v in b.vitals:
             value = v.value
             if v.name == "CLS":
@@ -464,8 +469,7 @@ class Normalizer:
             attribution = None
             if v.attribution:
                 attribution = _json.encode(_redact_attribution(v.attribution)).decode()
-            out.add(
-                "rum_vital",
+            vitals.append(
                 (
                     *head,
                     b.browser,
@@ -475,9 +479,11 @@ class Normalizer:
                     VITALS[v.name].rate(value),
                     v.navigation_type,
                     attribution,
-                ),
+                )
             )
-            out.accepted += 1
+        if vitals:
+            rows["rum_vital"] = vitals
+            out.accepted += len(vitals)
         for g in b.resources:
             if _duration_problem(g.duration_ms):
                 continue
@@ -517,12 +523,13 @@ class Normalizer:
         return out
 
 
+_URL_PREFIXES = ("http://", "https://", "//")
+
+
 def _redact_attribution(value: object) -> object:
     """URLs inside an attribution object lose their query values too."""
     if isinstance(value, str):
-        if value.startswith(("http://", "https://", "//")):
-            return redact_url(value)
-        return value
+        return redact_url(value) if value.startswith(_URL_PREFIXES) else value
     if isinstance(value, dict):
         return {k: _redact_attribution(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -132,7 +132,11 @@ class _Head:
 
     def param(self, name: str) -> str | None:
         """A query parameter (the last one given, as Starlette reads it)."""
-        return dict(parse_qsl(self.query, keep_blank_values=True)).get(name)
+        query = self.query
+        if "&" not in query and ";" not in query and "%" not in query and "+" not in query:
+            key, eq, value = query.partition("=")  # the usual ``?key=...``: nothing to unquote
+            return value if key == name and eq else None
+        return dict(parse_qsl(query, keep_blank_values=True)).get(name)
 
 
 def _decode_error(exc: msgspec.DecodeError) -> _Refused:
