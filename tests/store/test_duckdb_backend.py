@@ -189,3 +189,30 @@ def test_sql_bucket_matches_python_bucket() -> None:
         for v in values
     ]  # type: ignore[index]
     assert got == [bucket_of(v) for v in values]
+
+
+def test_a_flush_stores_missing_values_as_null_and_every_value_exactly() -> None:
+    db = DuckDBBackend(None)
+    rows = [
+        http_row(NOW, "/a", 5.0),
+        (*http_row(NOW + 1, "/b", 7.5)[:9], 2**40, None, 1.25, None, None, 1, "E", "r", "t"),
+    ]
+    reads = [
+        (NOW, "api", "production", "1.0", "h1", "redis", "get", hit, 0.5, 1, None, None)
+        for hit in (True, None, False)
+    ]
+    db.write(
+        Flush(
+            tables={"http": to_columns("http", rows), "cache": to_columns("cache", reads)},
+            checkpoint=1,
+        )
+    )
+    assert db._cursor().execute("SELECT hit FROM cache").fetchall() == [(True,), (None,), (False,)]
+    got = db._cursor().execute(
+        "SELECT route, duration_ms, request_bytes, response_bytes, db_time_ms, cache_hits, "
+        "cache_misses, exception, request_id, trace_id FROM http ORDER BY ts"
+    )
+    assert got.fetchall() == [
+        ("/a", 5.0, None, None, None, None, None, None, None, None),
+        ("/b", 7.5, 2**40, None, 1.25, None, 1, "E", "r", "t"),
+    ]
