@@ -29,6 +29,7 @@ import duckdb
 from bench.report import Report, Result, table
 from bench.workload import row_maker
 from perfpulse.model.catalog import VITALS
+from perfpulse.model.rows import to_columns
 from perfpulse.query.service import Query
 from perfpulse.store.base import Flush
 from perfpulse.store.duckdb.backend import DuckDBBackend
@@ -168,7 +169,12 @@ def _check(name: str, n: int, seed: int, tmp: Path) -> dict[str, Any]:
     backend = DuckDBBackend(path, memory_limit=MEMORY_LIMIT)
     rows = _rows(table_name, values, ts)
     for i in range(0, n, 20_000):
-        backend.write(Flush(tables={table_name: rows[i : i + 20_000]}, checkpoint=i + 1))
+        backend.write(
+            Flush(
+                tables={table_name: to_columns(table_name, rows[i : i + 20_000])},
+                checkpoint=i + 1,
+            )
+        )
     params = {
         "metric": metric,
         "q": ",".join(map(str, QS)),

@@ -60,7 +60,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.servers import INGEST_KEY, collector, free_port
+from bench.servers import INGEST_KEY, child_env, collector, free_port
 
 VARIANTS = ("bare", "perfpulse", "prometheus", "otel", "sentry")
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,7 @@ def app_server(variant: str, env: dict[str, str], log: Path) -> Iterator[tuple[s
         sys.executable, "-m", "uvicorn", "bench.agent_overhead:make_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), _VARIANT_ENV: variant, **env}
+    full_env = child_env(**{_VARIANT_ENV: variant, **env})
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     with contextlib.suppress(OSError):
@@ -227,7 +227,7 @@ def inprocess(variant: str, n: int, env: dict[str, str]) -> float:
     """µs per request, calling the app in a fresh interpreter (see ``--inprocess``)."""
     out = subprocess.run(
         [sys.executable, "-m", "bench.agent_overhead", "--inprocess", variant, "--calls", str(n)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), _VARIANT_ENV: variant, **env},
+        env=child_env(**{_VARIANT_ENV: variant, **env}),
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return float(out.strip().splitlines()[-1])

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from bench.servers import child_env
 
 _WRK_SCRIPT = r"""
 local counter, threads, n = 0, 0, 0
@@ -183,8 +184,7 @@ def _python(base: str, t: Template, d: Path, run: str, conns: int, duration_s: f
         str(conns),
         str(duration_s),
     ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=child_env()).stdout
     return LoadResult(**json.loads(out.strip().splitlines()[-1]))
 
 

@@ -59,7 +59,7 @@ def describe() -> dict[str, str]:
             f"uvicorn {_version('uvicorn')} (loop auto: uvloop {_version('uvloop')}, "
             f"http auto: httptools {_version('httptools')}), starlette {_version('starlette')}"
         ),
-        "msgspec / pyarrow": f"{_version('msgspec')} / {_version('pyarrow')}",
+        "msgspec / numpy": f"{_version('msgspec')} / {_version('numpy')}",
         "load generator": wrk,
         "load average at start (1 / 5 / 15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

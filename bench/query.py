@@ -39,7 +39,7 @@ from bench.report import Report, Result, table
 from bench.workload import http_rows
 from perfpulse import sketch
 from perfpulse.model.catalog import CATALOG
-from perfpulse.model.rows import LAYOUTS
+from perfpulse.model.rows import LAYOUTS, to_columns
 from perfpulse.query.service import Query
 from perfpulse.store.base import Flush, SketchQuery
 from perfpulse.store.duckdb import sql
@@ -61,7 +61,8 @@ def _code_hash() -> str:
     """Changes when the storage code that shapes the file changes."""
     parts = [
         repr(sql.schema()),
-        sql.rollup_from_input("http") or "",
+        sql.flush_rollup(["http"]) or "",
+        sql.INSERT_1M_FROM_FLUSH,
         repr(LAYOUTS["http"]),
         repr((sketch.ALPHA, sketch.ZERO_BUCKET)),
         inspect.getsource(DuckDBBackend.write),
@@ -96,7 +97,11 @@ def build(n: int) -> dict[str, Any]:
     for i, rows in enumerate(http_rows(n, routes=ROUTES, start=start, end=end, chunk=CHUNK)):
         t1 = time.perf_counter()
         gen_s += t1 - t
-        flush = Flush(tables={"http": rows}, batches=[(end, f"bench:{i}")], checkpoint=i + 1)
+        flush = Flush(
+            tables={"http": to_columns("http", rows)},
+            batches=[(end, f"bench:{i}")],
+            checkpoint=i + 1,
+        )
         backend.write(flush)
         t = time.perf_counter()
         write_s += t - t1

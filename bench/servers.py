@@ -35,6 +35,13 @@ READ_HEADERS = {"Authorization": f"Bearer {READ_TOKEN}"}
 RUM_HEADERS = {"Origin": ORIGIN, "Content-Type": "text/plain"}
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a benchmark subprocess: this one's, with the repository
+    root put before (not instead of) any ``PYTHONPATH`` the caller set."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -102,7 +109,7 @@ class Server:
 
 def _start(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Server:
     port = int(argv[argv.index("--port") + 1])
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full_env = child_env(**env)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log, "wb") as out:

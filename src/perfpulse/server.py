@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from perfpulse.alerts.api import routes as alert_routes
 from perfpulse.alerts.engine import AlertEngine
@@ -201,7 +202,7 @@ def _reader(
     return endpoint
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> Front:
     state: dict[str, Collector] = {}
 
     def collector() -> Collector:
@@ -225,12 +226,6 @@ def create_app(settings: Settings) -> Starlette:
             generate_latest(collector().metrics.registry),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
-
-    async def events(request: Request) -> Response:
-        return await collector().receiver.events(request)
-
-    async def rum(request: Request) -> Response:
-        return await collector().receiver.rum(request)
 
     async def otlp(request: Request) -> Response:
         return await collector().receiver.otlp(request)
@@ -262,8 +257,6 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
-        Route("/api/v1/events", events, methods=["POST"]),
-        Route("/api/v1/rum", rum, methods=["POST"]),
         Route("/v1/traces", otlp, methods=["POST"]),
         Route("/v1/metrics", otlp, methods=["POST"]),
         Route("/v1/logs", otlp, methods=["POST"]),
@@ -290,7 +283,33 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.collector = collector
-    return app
+
+    async def events(scope: Scope, receive: Receive, send: Send) -> None:
+        await collector().receiver.events(scope, receive, send)
+
+    async def rum(scope: Scope, receive: Receive, send: Send) -> None:
+        await collector().receiver.rum(scope, receive, send)
+
+    return Front(app, {("POST", "/api/v1/events"): events, ("POST", "/api/v1/rum"): rum})
 
 
-__all__ = ["DAY", "Collector", "Settings", "create_app"]
+class Front:
+    """The collector's ASGI app: the ingest endpoints, the busiest, are pure ASGI and
+    reached with one dict lookup; every other request (and the lifespan) goes to
+    the Starlette app."""
+
+    def __init__(self, app: Starlette, fast: dict[tuple[str, str], ASGIApp]) -> None:
+        self.app = app
+        self.state = app.state
+        self.fast = fast
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.fast.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+__all__ = ["DAY", "Collector", "Front", "Settings", "create_app"]

@@ -11,7 +11,7 @@ from perfpulse.alerts.expr import parse_selector
 from perfpulse.alerts.share import share_below
 from perfpulse.alerts.slo import burn_checks, slo_status
 from perfpulse.alerts.source import MemorySource, QuerySource
-from perfpulse.model.rows import LAYOUTS
+from perfpulse.model.rows import LAYOUTS, to_columns
 from perfpulse.query.service import Query
 from perfpulse.sketch import bucket_of
 from perfpulse.store.base import Flush
@@ -49,7 +49,7 @@ def loaded() -> tuple[Query, dict[str, list[float]], list[tuple[object, ...]]]:
         rows.append(http_row(ts, route, v, status))
     db = DuckDBBackend(None)
     for i in range(0, len(rows), 5000):
-        db.write(Flush(tables={"http": rows[i : i + 5000]}, checkpoint=i + 1))
+        db.write(Flush(tables={"http": to_columns("http", rows[i : i + 5000])}, checkpoint=i + 1))
     return Query(db, clock=lambda: NOW), values, rows
 
 

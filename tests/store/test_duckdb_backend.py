@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from perfpulse.model.catalog import CATALOG
-from perfpulse.model.rows import LAYOUTS
+from perfpulse.model.rows import LAYOUTS, to_columns
 from perfpulse.sketch import Sketch
 from perfpulse.store.base import Flush, SketchQuery
 from perfpulse.store.duckdb.backend import DuckDBBackend
@@ -41,7 +41,12 @@ def http_row(
 def load(db: DuckDBBackend, rows: list[tuple[object, ...]], flushes: int = 5) -> None:
     step = math.ceil(len(rows) / flushes)
     for i in range(flushes):
-        db.write(Flush(tables={"http": rows[i * step : (i + 1) * step]}, checkpoint=i + 1))
+        db.write(
+            Flush(
+                tables={"http": to_columns("http", rows[i * step : (i + 1) * step])},
+                checkpoint=i + 1,
+            )
+        )
 
 
 @pytest.fixture
@@ -128,7 +133,9 @@ def test_file_survives_reopen_and_keeps_checkpoint(tmp_path: Path) -> None:
     db = DuckDBBackend(path)
     db.write(
         Flush(
-            tables={"http": [http_row(NOW, "/a", 5.0)]}, batches=[(NOW, "ingest:b1")], checkpoint=42
+            tables={"http": to_columns("http", [http_row(NOW, "/a", 5.0)])},
+            batches=[(NOW, "ingest:b1")],
+            checkpoint=42,
         )
     )
     db.close()
@@ -146,7 +153,7 @@ def test_retention_deletes_only_expired_rows() -> None:
         http_row(NOW - 5000, "/old", 1.0),
         http_row(NOW - 9000, "/older", 1.0),
     ]
-    db.write(Flush(tables={"http": rows}, checkpoint=1))
+    db.write(Flush(tables={"http": to_columns("http", rows)}, checkpoint=1))
     deleted = db.enforce_retention(NOW)
     assert deleted["http"] == 2
     assert deleted["rollup_1m"] == 1  # only the 9000 s old minute is past 7200 s
@@ -160,7 +167,11 @@ def test_failed_flush_stores_nothing() -> None:
     bad = (*good[:-1], 123)  # trace_id must be a string: the Arrow conversion fails
     with pytest.raises(Exception):  # noqa: B017 - any failure will do; what matters is below
         db.write(
-            Flush(tables={"http": [good], "db": [bad]}, batches=[(NOW, "ingest:x")], checkpoint=9)
+            Flush(
+                tables={"http": to_columns("http", [good]), "db": to_columns("http", [bad])},
+                batches=[(NOW, "ingest:x")],
+                checkpoint=9,
+            )
         )
     assert db.row_counts()["http"] == 0
     assert db.checkpoint() == 0
@@ -178,3 +189,30 @@ def test_sql_bucket_matches_python_bucket() -> None:
         for v in values
     ]  # type: ignore[index]
     assert got == [bucket_of(v) for v in values]
+
+
+def test_a_flush_stores_missing_values_as_null_and_every_value_exactly() -> None:
+    db = DuckDBBackend(None)
+    rows = [
+        http_row(NOW, "/a", 5.0),
+        (*http_row(NOW + 1, "/b", 7.5)[:9], 2**40, None, 1.25, None, None, 1, "E", "r", "t"),
+    ]
+    reads = [
+        (NOW, "api", "production", "1.0", "h1", "redis", "get", hit, 0.5, 1, None, None)
+        for hit in (True, None, False)
+    ]
+    db.write(
+        Flush(
+            tables={"http": to_columns("http", rows), "cache": to_columns("cache", reads)},
+            checkpoint=1,
+        )
+    )
+    assert db._cursor().execute("SELECT hit FROM cache").fetchall() == [(True,), (None,), (False,)]
+    got = db._cursor().execute(
+        "SELECT route, duration_ms, request_bytes, response_bytes, db_time_ms, cache_hits, "
+        "cache_misses, exception, request_id, trace_id FROM http ORDER BY ts"
+    )
+    assert got.fetchall() == [
+        ("/a", 5.0, None, None, None, None, None, None, None, None),
+        ("/b", 7.5, 2**40, None, 1.25, None, 1, "E", "r", "t"),
+    ]

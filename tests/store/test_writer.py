@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perfpulse.model.rows import LAYOUTS, RECORD_ENCODER, SpoolRecord
+from perfpulse.model.rows import LAYOUTS, RECORD_ENCODER, SpoolRecord, to_columns
 from perfpulse.spool import MemorySpool
 from perfpulse.store.base import Flush
 from perfpulse.store.duckdb.backend import DuckDBBackend
@@ -17,7 +17,7 @@ from perfpulse.telemetry import CollectorMetrics
 NOW = 1_790_000_000.0
 
 
-def record(key: str, n: int) -> bytes:
+def http_rows(key: str, n: int) -> list[tuple[object, ...]]:
     rows = []
     for i in range(n):
         row = dict.fromkeys(name for name, _ in LAYOUTS["http"])
@@ -34,7 +34,12 @@ def record(key: str, n: int) -> bytes:
             request_id=f"{key}-{i}",
         )
         rows.append(tuple(row.values()))
-    return RECORD_ENCODER.encode(SpoolRecord(key=key, received=NOW, tables={"http": rows}))
+    return rows
+
+
+def record(key: str, n: int) -> bytes:
+    columns = {"http": to_columns("http", http_rows(key, n))}
+    return RECORD_ENCODER.encode(SpoolRecord(key=key, received=NOW, columns=columns))
 
 
 def fill(spool: MemorySpool, payloads: list[bytes]) -> None:
@@ -73,6 +78,22 @@ def test_drain_stores_every_record_once_and_moves_the_checkpoint() -> None:
     assert writer.drain() == 0  # nothing twice
     assert stored(db) == ["a-0", "a-1", "b-0", "b-1", "b-2"]
     assert sorted(db.recent_batches(0)) == ["a", "b"]
+
+
+def test_records_of_rows_columns_or_both_are_stored() -> None:
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    rows = RECORD_ENCODER.encode(
+        SpoolRecord(key="r", received=NOW, rows={"http": http_rows("r", 2)})
+    )
+    both = SpoolRecord(
+        key="b",
+        received=NOW,
+        rows={"http": http_rows("b-row", 1)},
+        columns={"http": to_columns("http", http_rows("b-col", 1))},
+    )
+    fill(spool, [rows, record("c", 1), RECORD_ENCODER.encode(both)])
+    assert Writer(spool, db, CollectorMetrics()).drain() == 5
+    assert stored(db) == ["b-col-0", "b-row-0", "c-0", "r-0", "r-1"]
 
 
 def test_a_poison_record_is_quarantined_and_the_rest_stored(tmp_path: Path) -> None:

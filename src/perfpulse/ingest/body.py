@@ -4,13 +4,17 @@ The limit applies to the body as received *and* as inflated: a declared
 ``Content-Length`` over the limit is refused before a byte is read, a streamed
 body is cut off as soon as it passes the limit, and gzip is inflated in bounded
 steps so a gzip bomb is refused after at most ``limit + 1`` bytes of output.
+
+The body arrives as any async iterator of chunks: Starlette's ``request.stream()``
+or :func:`asgi_chunks` of a pure ASGI endpoint.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 
 class BodyError(Exception):
@@ -23,26 +27,48 @@ class BodyError(Exception):
         self.message = message
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
+class Disconnected(Exception):
+    """The client went away before its body was read: there is no one to answer."""
+
+
+async def asgi_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The body chunks of an ASGI ``http`` request."""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        more = message.get("more_body", False)
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+
+
+async def read_body(
+    content_length: str | None,
+    content_encoding: str | None,
+    chunks: AsyncIterator[bytes],
+    limit: int,
+) -> bytes:
+    """The body of a request with these two headers, at most ``limit`` bytes."""
+    if content_length is not None:
         try:
-            size = int(declared)
+            size = int(content_length)
         except ValueError:
             raise BodyError(400, "bad_request", "Content-Length is not a number") from None
         if size > limit:
             raise BodyError(413, "too_large", f"body of {size} bytes exceeds {limit} bytes")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = (content_encoding or "identity").strip().lower()
     if encoding not in ("identity", "gzip", ""):
         raise BodyError(415, "bad_encoding", f"unsupported Content-Encoding {encoding!r}")
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         received += len(chunk)
         if received > limit:
             raise BodyError(413, "too_large", f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+        parts.append(chunk)
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
     if encoding == "gzip":
         return inflate(body, limit)
     return body

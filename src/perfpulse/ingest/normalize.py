@@ -22,7 +22,7 @@ Example::
 
     norm = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=14 * 86400)
     out = norm.batch(BATCH_DECODER.decode(body))
-    out.tables["http"]   # rows in the layout of model.rows.LAYOUTS["http"]
+    out.columns["http"]   # columns in the layout of model.rows.LAYOUTS["http"]
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import msgspec
 
 from perfpulse.ingest.redact import redact_url
-from perfpulse.ingest.routes import RouteFolder, template_path
+from perfpulse.ingest.routes import OTHER, RouteFolder, template_path
 from perfpulse.model.catalog import VITALS
 from perfpulse.model.events import (
     Batch,
@@ -53,7 +54,7 @@ from perfpulse.model.events import (
     ResourceEvent,
 )
 from perfpulse.model.fingerprint import fingerprint_sql, redact_statement
-from perfpulse.model.rows import Row
+from perfpulse.model.rows import Columns, Row
 
 MAX_DURATION_MS = 600_000.0
 MAX_CLS = 100.0
@@ -63,22 +64,43 @@ DROP_REASONS = ("non_finite", "negative_value", "absurd_value", "future_timestam
 
 _isfinite = math.isfinite
 _json = msgspec.json.Encoder()
+_consume: Callable[[Iterable[object]], None] = deque[object](
+    maxlen=0
+).extend  # runs an iterator, in C
 
 
 @dataclass(slots=True)
 class Normalized:
-    """Rows per raw table, how many events were kept, and why others were dropped."""
+    """What a batch becomes, per raw table: rows (tuples in layout order) of the
+    events added one at a time, and columns (see :mod:`perfpulse.model.rows`) of
+    those built all at once, the http events of a batch; plus how many events were
+    kept and why others were dropped. Rows cost less to make and to encode for a
+    few events (a beacon), columns less to store for many."""
 
-    tables: dict[str, list[Row]] = field(default_factory=dict)
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    columns: dict[str, Columns] = field(default_factory=dict)
     accepted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
     def add(self, table: str, row: Row) -> None:
-        rows = self.tables.get(table)
+        rows = self.rows.get(table)
         if rows is None:
-            self.tables[table] = [row]
+            self.rows[table] = [row]
         else:
             rows.append(row)
+
+    def extend(self, table: str, columns: Columns) -> None:
+        """Append whole columns to ``table``'s."""
+        mine = self.columns.get(table)
+        if mine is None:
+            self.columns[table] = columns
+        else:
+            _consume(map(list.extend, mine, columns))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to store."""
+        return not (self.rows or self.columns)
 
 
 def _duration_problem(value: float | None) -> str | None:
@@ -134,6 +156,7 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
+@lru_cache(maxsize=4096)
 def _page_of(url: str) -> str:
     try:
         path = urlsplit(url).path
@@ -175,6 +198,40 @@ class Normalizer:
             return self.folder.fold(service, route)
         return self.folder.fold(service, template_path(route))
 
+    def routes(self, service: str, raw: list[str]) -> list[str]:
+        """:meth:`route` of each of ``raw``, templating each distinct route once."""
+        seen: dict[str, str] = {}
+        out = []
+        for r in raw:
+            stored = seen.get(r)
+            if stored is None:
+                stored = self.route(service, r)
+                if stored != OTHER:  # a fold to "other" is counted per event
+                    seen[r] = stored
+            out.append(stored)
+        return out
+
+    def _http_columns(self, events: list[HttpEvent], origin: tuple[str, str, str, str]) -> Columns:
+        """Columns of the ``http`` layout for events that passed the checks."""
+        n = len(events)
+        return [
+            [e.ts for e in events],
+            *([value] * n for value in origin),
+            self.routes(origin[0], [e.route for e in events]),
+            [e.method.upper() for e in events],
+            [e.status for e in events],
+            [e.duration_ms for e in events],
+            [e.request_bytes for e in events],
+            [e.response_bytes for e in events],
+            [e.db_time_ms for e in events],
+            [e.db_count for e in events],
+            [e.cache_hits for e in events],
+            [e.cache_misses for e in events],
+            [e.exception for e in events],
+            [e.request_id for e in events],
+            [e.trace_id for e in events],
+        ]
+
     def batch(self, batch: Batch) -> Normalized:
         out = Normalized()
         res = batch.resource
@@ -182,34 +239,30 @@ class Normalizer:
         origin = (service, res.environment, res.release, res.host)
         lo, hi = self._window()
         route = self.route
+        http: list[HttpEvent] = []  # kept http events: their columns are built at the end
+        keep = http.append
         for e in batch.events:
             ts = e.ts
+            if type(e) is HttpEvent:  # the common kind, checked inline (NaN fails every test)
+                d, db = e.duration_ms, e.db_time_ms
+                if (
+                    lo <= ts <= hi
+                    and 0.0 <= d <= MAX_DURATION_MS
+                    and (db is None or 0.0 <= db <= MAX_DURATION_MS)
+                ):
+                    keep(e)
+                else:
+                    reason = (
+                        self._ts_problem(ts, lo, hi)
+                        or _duration_problem(d)
+                        or _duration_problem(db)
+                        or "non_finite"
+                    )
+                    out.dropped[reason] += 1
+                continue
             problem = self._ts_problem(ts, lo, hi)
             if problem is None:
-                if isinstance(e, HttpEvent):
-                    problem = _duration_problem(e.duration_ms) or _duration_problem(e.db_time_ms)
-                    if problem is None:
-                        out.add(
-                            "http",
-                            (
-                                ts,
-                                *origin,
-                                route(service, e.route),
-                                e.method.upper(),
-                                e.status,
-                                e.duration_ms,
-                                e.request_bytes,
-                                e.response_bytes,
-                                e.db_time_ms,
-                                e.db_count,
-                                e.cache_hits,
-                                e.cache_misses,
-                                e.exception,
-                                e.request_id,
-                                e.trace_id,
-                            ),
-                        )
-                elif isinstance(e, DbEvent):
+                if isinstance(e, DbEvent):
                     problem = _duration_problem(e.duration_ms) or _duration_problem(e.pool_wait_ms)
                     if problem is None:
                         out.add(
@@ -342,6 +395,9 @@ class Normalizer:
                 out.accepted += 1
             else:
                 out.dropped[problem] += 1
+        if http:
+            out.extend("http", self._http_columns(http, origin))
+            out.accepted += len(http)
         return out
 
     def beacon(self, b: Beacon) -> Normalized:
@@ -369,10 +425,12 @@ class Normalizer:
             if nav
             else (None,) * 8
         )
-        # A bad navigation phase is dropped alone; the page view stays.
-        nav_values = tuple(None if _duration_problem(v) else v for v in nav_values)
-        out.add(
-            "rum_view",
+        # A bad navigation phase is dropped alone; the page view stays (NaN fails the test).
+        nav_values = tuple(
+            v if v is None or 0.0 <= v <= MAX_DURATION_MS else None for v in nav_values
+        )
+        rows = out.rows
+        rows["rum_view"] = [
             (
                 *head,
                 b.browser,
@@ -395,9 +453,10 @@ class Normalizer:
                 mem.total_bytes if mem else None,
                 mem.limit_bytes if mem else None,
                 mem.source if mem else None,
-            ),
-        )
+            )
+        ]
         out.accepted += 1
+        vitals: list[Row] = []
         for v in b.vitals:
             value = v.value
             if v.name == "CLS":
@@ -410,8 +469,7 @@ class Normalizer:
             attribution = None
             if v.attribution:
                 attribution = _json.encode(_redact_attribution(v.attribution)).decode()
-            out.add(
-                "rum_vital",
+            vitals.append(
                 (
                     *head,
                     b.browser,
@@ -421,9 +479,11 @@ class Normalizer:
                     VITALS[v.name].rate(value),
                     v.navigation_type,
                     attribution,
-                ),
+                )
             )
-            out.accepted += 1
+        if vitals:
+            rows["rum_vital"] = vitals
+            out.accepted += len(vitals)
         for g in b.resources:
             if _duration_problem(g.duration_ms):
                 continue
@@ -463,12 +523,13 @@ class Normalizer:
         return out
 
 
+_URL_PREFIXES = ("http://", "https://", "//")
+
+
 def _redact_attribution(value: object) -> object:
     """URLs inside an attribution object lose their query values too."""
     if isinstance(value, str):
-        if value.startswith(("http://", "https://", "//")):
-            return redact_url(value)
-        return value
+        return redact_url(value) if value.startswith(_URL_PREFIXES) else value
     if isinstance(value, dict):
         return {k: _redact_attribution(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -10,13 +10,19 @@ Each request is checked in this order, and the first failure answers:
 
 Only after the batch is in the spool does the collector answer 202 with the
 number of events accepted and dropped (with reasons).
+
+``POST /api/v1/events`` and ``POST /api/v1/rum`` are pure ASGI endpoints, so the
+busiest paths run without a framework in between; OTLP and the CORS preflight
+are Starlette endpoints. Both kinds share :meth:`Receiver._ingest`, which answers
+with an :class:`Answer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from google.protobuf import json_format
@@ -24,10 +30,12 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
-from perfpulse.ingest.body import BodyError, read_body
+from perfpulse.ingest.body import BodyError, Disconnected, asgi_chunks, read_body
 from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
 from perfpulse.ingest.otlp import OtlpDecoder, OtlpError, parse, partial_success
@@ -56,6 +64,10 @@ _OTLP: dict[str, tuple[type[Message], type[Message], str]] = {
     ),
 }
 _encode = RECORD_ENCODER.encode
+_json = msgspec.json.Encoder().encode  # compact, UTF-8: the bytes Starlette's JSONResponse writes
+_WANTED = frozenset(
+    {b"authorization", b"origin", b"content-length", b"content-encoding", b"content-type"}
+)
 
 
 @dataclass(slots=True)
@@ -64,6 +76,67 @@ class _Refused(Exception):
     reason: str
     message: str
     field: str | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    """An HTTP answer: sent as it is by the ASGI endpoints, or as a Starlette Response."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+    media_type: str = "application/json"
+
+    @classmethod
+    def json(cls, content: object, status: int, headers: dict[str, str] | None = None) -> Answer:
+        return cls(status, _json(content), headers)
+
+    async def send(self, send: Send) -> None:
+        raw = [
+            (b"content-type", self.media_type.encode("latin-1")),
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+        ]
+        if self.headers:
+            raw += [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+            ]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
+
+    def response(self) -> Response:
+        return Response(self.body, self.status, self.headers, self.media_type)
+
+
+@dataclass(slots=True)
+class _Head:
+    """The request headers ingest reads (the first of each), and the query string."""
+
+    headers: dict[str, str]
+    query: str = ""
+
+    @classmethod
+    def of_scope(cls, scope: Scope) -> _Head:
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name in _WANTED:
+                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        return cls(headers, scope["query_string"].decode("latin-1"))
+
+    @classmethod
+    def of_request(cls, request: Request) -> _Head:
+        headers = request.headers
+        return cls({k: v for k in map(bytes.decode, _WANTED) if (v := headers.get(k)) is not None})
+
+    def get(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def param(self, name: str) -> str | None:
+        """A query parameter (the last one given, as Starlette reads it)."""
+        query = self.query
+        if "&" not in query and ";" not in query and "%" not in query and "+" not in query:
+            key, eq, value = query.partition("=")  # the usual ``?key=...``: nothing to unquote
+            return value if key == name and eq else None
+        return dict(parse_qsl(query, keep_blank_values=True)).get(name)
 
 
 def _decode_error(exc: msgspec.DecodeError) -> _Refused:
@@ -78,7 +151,8 @@ def _decode_error(exc: msgspec.DecodeError) -> _Refused:
 
 
 class Receiver:
-    """Holds what the ingest endpoints share; its methods are Starlette endpoints."""
+    """Holds what the ingest endpoints share: ``events`` and ``rum`` are ASGI apps,
+    ``otlp`` and ``rum_preflight`` Starlette endpoints."""
 
     def __init__(
         self,
@@ -101,35 +175,44 @@ class Receiver:
         self.clock = clock
         self.max_body = max_body
         self.otlp_decoder = OtlpDecoder(normalizer)
+        self._accepted: dict[str, Counter] = {}  # label children, made on first use
 
     # --- endpoints ----------------------------------------------------------------
 
-    async def events(self, request: Request) -> Response:
-        token = bearer(request.headers.get("authorization"))
+    async def events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /api/v1/events`` (ASGI)."""
+        head = _Head.of_scope(scope)
+        token = bearer(head.get("authorization"))
         if token is None:
-            return self._refuse("events", _Refused(401, "no_key", "missing ingest key"))
-        if not matches(token, self.keys.ingest_key):
-            return self._refuse("events", _Refused(403, "bad_key", "wrong ingest key"))
+            answer = self._refuse("events", _Refused(401, "no_key", "missing ingest key"))
+        elif not matches(token, self.keys.ingest_key):
+            answer = self._refuse("events", _Refused(403, "bad_key", "wrong ingest key"))
+        else:
 
-        async def decode(body: bytes) -> tuple[str, int, Normalized]:
-            batch = BATCH_DECODER.decode(body)
-            if batch.dropped:
-                self.metrics.agent_dropped.inc(batch.dropped)
-            return "ingest:" + batch.batch_id, len(batch.events), self.normalizer.batch(batch)
+            async def decode(body: bytes) -> tuple[str, int, Normalized]:
+                batch = BATCH_DECODER.decode(body)
+                if batch.dropped:
+                    self.metrics.agent_dropped.inc(batch.dropped)
+                return "ingest:" + batch.batch_id, len(batch.events), self.normalizer.batch(batch)
 
-        return await self._ingest("events", request, decode)
+            try:
+                answer = await self._ingest("events", head, asgi_chunks(receive), decode)
+            except Disconnected:
+                return
+        await answer.send(send)
 
     async def otlp(self, request: Request) -> Response:
         """``POST /v1/traces``, ``/v1/metrics``, ``/v1/logs`` (OTLP/HTTP)."""
         signal = request.url.path.rsplit("/", 1)[1]
         endpoint = f"otlp_{signal}"
-        token = bearer(request.headers.get("authorization"))
+        head = _Head.of_request(request)
+        token = bearer(head.get("authorization"))
         if token is None:
-            return self._refuse(endpoint, _Refused(401, "no_key", "missing ingest key"))
+            return self._refuse(endpoint, _Refused(401, "no_key", "missing ingest key")).response()
         if not matches(token, self.keys.ingest_key):
-            return self._refuse(endpoint, _Refused(403, "bad_key", "wrong ingest key"))
+            return self._refuse(endpoint, _Refused(403, "bad_key", "wrong ingest key")).response()
         message, response_type, rejected_field = _OTLP[signal]
-        content_type = request.headers.get("content-type", "application/x-protobuf")
+        content_type = head.get("content-type") or "application/x-protobuf"
         as_json = content_type.split(";")[0].strip().lower() == "application/json"
 
         async def decode(body: bytes) -> tuple[str, int, Normalized]:
@@ -137,40 +220,45 @@ class Receiver:
             out = getattr(self.otlp_decoder, signal)(parsed)
             return "otlp:" + new_id(), out.accepted + sum(out.dropped.values()), out
 
-        def respond(out: Normalized) -> Response:
+        def respond(out: Normalized) -> Answer:
             rejected, text = partial_success(out.dropped, signal)
             answer: Any = response_type()
             if rejected:
                 setattr(answer.partial_success, rejected_field, rejected)
                 answer.partial_success.error_message = text
             if as_json:
-                return Response(
-                    json_format.MessageToJson(answer, indent=None),
-                    200,
-                    media_type="application/json",
-                )
-            return Response(answer.SerializeToString(), 200, media_type="application/x-protobuf")
+                body = json_format.MessageToJson(answer, indent=None).encode()
+                return Answer(200, body)
+            return Answer(200, answer.SerializeToString(), media_type="application/x-protobuf")
 
-        return await self._ingest(endpoint, request, decode, respond=respond)
+        answer = await self._ingest(endpoint, head, request.stream(), decode, respond=respond)
+        return answer.response()
 
-    async def rum(self, request: Request) -> Response:
-        origin = request.headers.get("origin")
+    async def rum(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /api/v1/rum`` (ASGI): one beacon, keyed by the public key."""
+        head = _Head.of_scope(scope)
+        origin = head.get("origin")
         cors = self._cors(origin)
-        key = request.query_params.get("key")
+        key = head.param("key")
         if not key:
-            return self._refuse("rum", _Refused(401, "no_key", "missing public key"), cors)
-        if not matches(key, self.keys.public_key):
-            return self._refuse("rum", _Refused(403, "bad_key", "wrong public key"), cors)
-        if cors is None:
-            return self._refuse(
+            answer = self._refuse("rum", _Refused(401, "no_key", "missing public key"), cors)
+        elif not matches(key, self.keys.public_key):
+            answer = self._refuse("rum", _Refused(403, "bad_key", "wrong public key"), cors)
+        elif cors is None:
+            answer = self._refuse(
                 "rum", _Refused(403, "bad_origin", f"origin {origin!r} is not allowed")
             )
+        else:
 
-        async def decode(body: bytes) -> tuple[str, int, Normalized]:
-            beacon = BEACON_DECODER.decode(body)
-            return "public:" + beacon.id, 1 + len(beacon.vitals), self.normalizer.beacon(beacon)
+            async def decode(body: bytes) -> tuple[str, int, Normalized]:
+                beacon = BEACON_DECODER.decode(body)
+                return "public:" + beacon.id, 1 + len(beacon.vitals), self.normalizer.beacon(beacon)
 
-        return await self._ingest("rum", request, decode, cors)
+            try:
+                answer = await self._ingest("rum", head, asgi_chunks(receive), decode, cors)
+            except Disconnected:
+                return
+        await answer.send(send)
 
     async def rum_preflight(self, request: Request) -> Response:
         cors = self._cors(request.headers.get("origin"))
@@ -200,26 +288,28 @@ class Receiver:
 
     def _refuse(
         self, endpoint: str, refused: _Refused, headers: dict[str, str] | None = None
-    ) -> JSONResponse:
+    ) -> Answer:
         self.metrics.requests_rejected.labels(endpoint, refused.reason).inc()
         body: dict[str, object] = {"error": refused.message}
         if refused.field:
             body["field"] = refused.field
-        response = JSONResponse(body, status_code=refused.status, headers=headers)
         if refused.status == 503:
-            response.headers["Retry-After"] = "1"
-        return response
+            headers = {**(headers or {}), "Retry-After": "1"}
+        return Answer.json(body, refused.status, headers)
 
     async def _ingest(
         self,
         endpoint: str,
-        request: Request,
+        head: _Head,
+        chunks: AsyncIterator[bytes],
         decode: Callable[[bytes], Awaitable[tuple[str, int, Normalized]]],
         headers: dict[str, str] | None = None,
-        respond: Callable[[Normalized], Response] | None = None,
-    ) -> Response:
+        respond: Callable[[Normalized], Answer] | None = None,
+    ) -> Answer:
         try:
-            body = await read_body(request, self.max_body)
+            body = await read_body(
+                head.get("content-length"), head.get("content-encoding"), chunks, self.max_body
+            )
             key, total, out = await decode(body)
         except BodyError as exc:
             return self._refuse(endpoint, _Refused(exc.status, exc.reason, exc.message), headers)
@@ -229,11 +319,9 @@ class Receiver:
             return self._refuse(endpoint, _Refused(400, "bad_otlp", str(exc)), headers)
         if not self.recent.add(key):
             self.metrics.duplicate_batches.inc()
-            return JSONResponse(
-                {"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers=headers
-            )
-        if out.tables:
-            record = SpoolRecord(key=key, received=self.clock(), tables=out.tables)
+            return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
+        if not out.empty:
+            record = SpoolRecord(key, self.clock(), out.rows, out.columns)
             try:
                 await self.spool.append(_encode(record))
             except SpoolFull as exc:
@@ -242,19 +330,21 @@ class Receiver:
                 return self._refuse(
                     endpoint, _Refused(503, reason, "collector is full, retry later"), headers
                 )
-        self.metrics.events_accepted.labels(endpoint).inc(out.accepted)
+        accepted = self._accepted.get(endpoint)
+        if accepted is None:
+            accepted = self._accepted[endpoint] = self.metrics.events_accepted.labels(endpoint)
+        accepted.inc(out.accepted)
         for reason, n in out.dropped.items():
             self.metrics.events_rejected.labels(reason).inc(n)
         if respond is not None:
             return respond(out)
-        dropped = sum(out.dropped.values())
-        return JSONResponse(
+        return Answer.json(
             {
                 "accepted": out.accepted,
-                "dropped": dropped,
+                "dropped": sum(out.dropped.values()),
                 "dropped_by_reason": dict(out.dropped),
                 "events": total,
             },
             202,
-            headers=headers,
+            headers,
         )

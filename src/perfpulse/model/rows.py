@@ -1,14 +1,18 @@
-"""Row layouts of the raw event tables, shared by ingest (which builds rows) and
-storage (which creates the tables and inserts the rows as columnar batches).
+"""Row layouts of the raw event tables, shared by ingest (which builds the
+data) and storage (which creates the tables and inserts the data as columns).
 
-A row is a plain tuple in the order of its layout's fields, so a batch of rows
-turns into columns with one ``zip(*rows)``. Types are logical: each storage
-backend maps them to its own column types.
+Storage takes *columns*: per table, one list per field of its layout, in layout
+order and of equal length (:data:`Columns`). Ingest builds the columns of a big
+batch directly; a few events arrive as rows (tuples in layout order) and become
+columns in the writer (:func:`to_columns`), which joins the columns of many spool
+records with ``list.extend``. Types are logical: each storage backend maps them
+to its own column types.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import msgspec
 
@@ -231,19 +235,34 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 Row = tuple[object, ...]
+Columns = list[list[Any]]  # one list per field of a layout, all of one length
 
 
 def field_names(table: str) -> tuple[str, ...]:
     return tuple(name for name, _ in LAYOUTS[table])
 
 
+def to_columns(table: str, rows: Iterable[Row]) -> Columns:
+    """Rows of ``table`` (tuples in layout order) as columns."""
+    columns: Columns = [list(c) for c in zip(*rows, strict=True)]
+    return columns or [[] for _ in LAYOUTS[table]]
+
+
+def column_length(columns: Columns) -> int:
+    return len(columns[0]) if columns else 0
+
+
 class SpoolRecord(msgspec.Struct, array_like=True, gc=False):
-    """What ingest appends to the spool for one accepted batch: the batch's
-    dedupe key, when it arrived, and its rows per raw table (MessagePack)."""
+    """What ingest appends to the spool for one accepted batch (MessagePack): the
+    batch's dedupe key, when it arrived, and its data per raw table, as rows
+    (tuples in layout order: a few events, a beacon) or as columns (many events:
+    the http events of a batch), or both. Records of older collectors hold rows
+    only, and read the same."""
 
     key: str
     received: float
-    tables: dict[str, list[Row]]
+    rows: dict[str, list[Row]] = {}
+    columns: dict[str, Columns] = {}
 
 
 RECORD_ENCODER = msgspec.msgpack.Encoder()

@@ -260,6 +260,7 @@ class FileSpool:
             if self._live_bytes + self._pending_bytes + size > self._max_bytes:
                 self._full += 1
                 raise SpoolFull("full")
+            waiting = bool(self._pending)  # then the flusher was woken for those already
             self._pending.append(_Append(payload, size, future, loop))
             self._pending_bytes += size
             if self._flusher is None:
@@ -267,7 +268,8 @@ class FileSpool:
                     target=self._run, name="perfpulse-spool", daemon=True
                 )
                 self._flusher.start()
-            self._work.notify()
+            if not waiting:
+                self._work.notify()
         return await future
 
     async def close(self) -> None:

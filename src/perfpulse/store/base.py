@@ -18,21 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from perfpulse.model.catalog import Metric
-from perfpulse.model.rows import Row
+from perfpulse.model.rows import Columns, column_length
 
 
 @dataclass(slots=True)
 class Flush:
-    """One writer transaction: rows per raw table, the batch ids they came from,
-    and the spool sequence number they cover (the new checkpoint)."""
+    """One writer transaction: columns per raw table (:data:`~perfpulse.model.rows.Columns`),
+    the batch ids they came from, and the spool sequence number they cover (the
+    new checkpoint)."""
 
-    tables: dict[str, list[Row]] = field(default_factory=dict)
+    tables: dict[str, Columns] = field(default_factory=dict)
     batches: list[tuple[float, str]] = field(default_factory=list)
     checkpoint: int = 0
 
     @property
     def rows(self) -> int:
-        return sum(len(rows) for rows in self.tables.values())
+        return sum(column_length(columns) for columns in self.tables.values())
 
 
 @dataclass(frozen=True, slots=True)

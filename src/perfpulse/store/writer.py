@@ -1,11 +1,16 @@
 """The single writer: drains the spool into storage, one transaction per flush.
 
 It is the only thread that writes to the backend. Each flush takes every record
-after the stored checkpoint (up to a row budget), writes their rows, their batch
-ids and the new checkpoint in one transaction, and only then lets the spool
-forget them — so after a crash, replay from the checkpoint stores each
+after the stored checkpoint (up to a record and byte budget), writes their rows,
+their batch ids and the new checkpoint in one transaction, and only then lets the
+spool forget them — so after a crash, replay from the checkpoint stores each
 acknowledged batch exactly once. Between flushes it merges rollup rows
 (``compact``) and enforces retention.
+
+A flush costs storage a fixed price (a dozen statements) plus a little per row,
+so after a flush that did not fill its budget the thread lets records gather for
+the rest of ``batch_window_s`` before the next one: under load each flush takes
+many records, and a record waits at most about one window before it is stored.
 
 A failing write is retried with backoff and counted; it never kills the thread.
 After three failures in a row the writer tries the records one by one: a record
@@ -24,12 +29,22 @@ from pathlib import Path
 
 import msgspec
 
-from perfpulse.model.rows import RECORD_DECODER
+from perfpulse.model.rows import RECORD_DECODER, Columns, to_columns
 from perfpulse.spool import Spool
 from perfpulse.store.base import Backend, Flush
 from perfpulse.telemetry import CollectorMetrics
 
 log = logging.getLogger("perfpulse.writer")
+
+
+def _join(tables: dict[str, Columns], table: str, columns: Columns) -> None:
+    """Append a record's columns of ``table`` to the flush's (the first are taken as they are)."""
+    mine = tables.get(table)
+    if mine is None:
+        tables[table] = columns
+    else:
+        for column, more in zip(mine, columns, strict=True):
+            column.extend(more)
 
 
 class Writer:
@@ -46,6 +61,7 @@ class Writer:
         quarantine_dir: Path | None = None,
         compact_every_s: float = 30.0,
         retention_every_s: float = 300.0,
+        batch_window_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
@@ -55,12 +71,14 @@ class Writer:
         self.max_bytes = max_bytes
         self.compact_every_s = compact_every_s
         self.retention_every_s = retention_every_s
+        self.batch_window_s = batch_window_s
         self.clock = clock
         self.checkpoint = backend.checkpoint()
         self.corrupt_records = 0
         self.quarantined = 0
         self.quarantine_dir = quarantine_dir
         self._failures = 0
+        self._full = False  # the last flush took as many records or bytes as it may
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_compact = time.monotonic()
@@ -81,6 +99,10 @@ class Writer:
         records = self.spool.read(self.checkpoint, self.max_records, self.max_bytes)
         if not records:
             return -1
+        self._full = (
+            len(records) >= self.max_records
+            or sum(len(payload) for _, payload in records) * 2 >= self.max_bytes
+        )
         if self._failures >= 3 and len(records) > 1:
             return self._isolate(records)
         try:
@@ -102,11 +124,10 @@ class Writer:
                 self.metrics.events_rejected.labels("corrupt_spool_record").inc()
                 continue
             flush.batches.append((record.received, record.key))
-            for table, rows in record.tables.items():
-                if table in tables:
-                    tables[table].extend(rows)
-                else:
-                    tables[table] = list(rows)
+            for table, rows in record.rows.items():
+                _join(tables, table, to_columns(table, rows))
+            for table, columns in record.columns.items():
+                _join(tables, table, columns)
         started = time.perf_counter()
         self.backend.write(flush)
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
@@ -164,9 +185,13 @@ class Writer:
         backoff = 0.05
         while not self._stop.is_set():
             try:
-                if self.flush_once() < 0:
-                    self.maintain()
+                started = time.monotonic()
+                flushed = self.flush_once()
+                self.maintain()  # when due, also while the spool never empties
+                if flushed < 0:
                     self.spool.wait(0.25)
+                elif not self._full:  # let the next flush gather more records
+                    self._stop.wait(self.batch_window_s - (time.monotonic() - started))
                 backoff = 0.05
             except Exception:
                 self.metrics.writer_errors.inc()

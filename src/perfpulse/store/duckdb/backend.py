@@ -1,6 +1,6 @@
 """The embedded backend: one DuckDB file, owned by one collector process.
 
-Writes arrive as columnar Arrow batches from the single writer thread, in one
+Writes arrive as columns (numpy arrays) from the single writer thread, in one
 transaction per flush together with the batch ids and the spool checkpoint, so
 a crash either stores a flush whole or not at all. Each flush also appends its
 per-minute and per-hour sketch rows (``rollup_1m``, ``rollup_1h``); repeated
@@ -13,7 +13,7 @@ writer (DuckDB's MVCC shows each the last committed flush).
 Example::
 
     db = DuckDBBackend(Path("data/perfpulse.duckdb"))
-    db.write(Flush(tables={"http": rows}, batches=[(ts, "ingest:b1")], checkpoint=7))
+    db.write(Flush(tables={"http": columns}, batches=[(ts, "ingest:b1")], checkpoint=7))
     groups, plan = db.sketch(SketchQuery(metric=CATALOG["http.server.duration"], ...))
 """
 
@@ -25,32 +25,53 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
+import numpy as np
+import numpy.typing as npt
 
 from perfpulse.model.catalog import RATINGS
-from perfpulse.model.rows import LAYOUTS
+from perfpulse.model.rows import LAYOUTS, Columns, FieldType, column_length
 from perfpulse.store.base import Flush, Plan, RowQuery, SketchGroup, SketchQuery
 from perfpulse.store.duckdb import explore, sql
+from perfpulse.store.duckdb.pieces import HourCache, Pieces, group_ids, sketch_groups
 from perfpulse.store.retention import Retention
 
-_ARROW = {
-    "ts": pa.float64(),
-    "str": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
+_NUMPY: dict[FieldType, type[np.generic]] = {
+    "ts": np.float64,
+    "int": np.int64,
+    "float": np.float64,
+    "bool": np.bool_,
 }
 
 
-def _arrow_table(table: str, rows: list[tuple[object, ...]]) -> pa.Table:
-    layout = LAYOUTS[table]
-    columns = list(zip(*rows, strict=True))
-    return pa.table(
-        {
-            name: pa.array(col, type=_ARROW[kind])
-            for (name, kind), col in zip(layout, columns, strict=True)
-        }
-    )
+def _array(kind: FieldType, column: list[Any]) -> npt.NDArray[Any]:
+    """One column as DuckDB scans it: strings as Python objects (None is NULL),
+    numbers typed, with a mask where a value is missing. (``np.fromiter``: far
+    cheaper than ``np.array`` on a list holding None.)"""
+    n = len(column)
+    if kind == "str":
+        return np.fromiter(column, dtype=object, count=n)
+    dtype = _NUMPY[kind]
+    if kind != "bool":  # numpy would read None as False
+        try:
+            return np.fromiter(column, dtype=dtype, count=n)
+        except TypeError:  # a None among the numbers
+            pass
+    nones = column.count(None)
+    if nones == 0:
+        return np.fromiter(column, dtype=dtype, count=n)
+    if nones == n:  # a field no event had
+        return np.ma.masked_array(np.zeros(n, dtype=dtype), mask=np.ones(n, dtype=np.bool_))
+    missing = np.fromiter((v is None for v in column), dtype=np.bool_, count=n)
+    values = np.fromiter((0 if v is None else v for v in column), dtype=dtype, count=n)
+    return np.ma.masked_array(values, mask=missing)
+
+
+def _relation(table: str, columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """A flush's columns of ``table`` as numpy arrays, registered for DuckDB to scan."""
+    return {
+        name: _array(kind, column)
+        for (name, kind), column in zip(LAYOUTS[table], columns, strict=True)
+    }
 
 
 class DuckDBBackend:
@@ -73,12 +94,9 @@ class DuckDBBackend:
         self._con.execute("SET TimeZone = 'UTC'")
         for statement in sql.schema():
             self._con.execute(statement)
-        self._series: dict[str, int] = dict(
-            (key, int(ident)) for ident, key in self._con.execute(sql.ALL_SERIES).fetchall()
-        )
-        self._next_series = max(self._series.values(), default=0) + 1
         self._dirty_minutes: set[int] = set()
         self._dirty_hours: set[int] = set()
+        self._hour_cache = HourCache()
         self._lock = threading.Lock()  # guards the writer connection
         self._local = threading.local()
         self._closed = False
@@ -87,64 +105,42 @@ class DuckDBBackend:
 
     def write(self, flush: Flush) -> None:
         con = self._con
+        tables = [t for t, columns in flush.tables.items() if column_length(columns)]
+        hours: set[int] = set()
         with self._lock:
             con.execute("BEGIN")
             try:
-                for table, rows in flush.tables.items():
-                    if not rows:
-                        continue
-                    arrow = _arrow_table(table, rows)
-                    con.register("_in", arrow)
-                    try:
-                        con.execute(sql.insert_raw(table))
-                        rollup = sql.rollup_from_input(table)
-                        if rollup:
-                            con.execute(sql.CREATE_FLUSH_ROLLUP.format(select=rollup))
-                            self._map_series(con)
-                            con.execute(sql.FLUSH_IDS)
-                            con.execute(sql.INSERT_1M_FROM_FLUSH)
-                            con.execute(sql.INSERT_1H_FROM_FLUSH)
-                            con.execute("DROP TABLE _flush_ids")
-                            for (minute,) in con.execute(sql.FLUSH_MINUTES).fetchall():
-                                self._dirty_minutes.add(int(minute))
-                                self._dirty_hours.add(int(minute) // 3600 * 3600)
-                            con.execute("DROP TABLE _flush_rollup")
-                            con.unregister("_series_map")
-                    finally:
-                        con.unregister("_in")
+                for table in tables:
+                    con.register(sql.input_name(table), _relation(table, flush.tables[table]))
+                    con.execute(sql.insert_raw(table))
+                rollup = sql.flush_rollup(tables)
+                if rollup:
+                    con.execute(rollup)
+                    con.execute(sql.INSERT_NEW_SERIES)
+                    con.execute(sql.INSERT_1M_FROM_FLUSH)
+                    con.execute(sql.INSERT_1H_FROM_FLUSH)
+                    minutes = {int(m) for (m,) in con.execute(sql.FLUSH_MINUTES).fetchall()}
+                    self._dirty_minutes |= minutes
+                    hours = {m // 3600 * 3600 for m in minutes}
+                    self._dirty_hours |= hours
+                    con.execute("DROP TABLE _flush_rollup")
                 if flush.batches:
-                    con.executemany(
-                        sql.INSERT_BATCH,
-                        [(int(ts * 1_000_000), key) for ts, key in flush.batches],
+                    con.execute(
+                        sql.INSERT_BATCHES,
+                        [
+                            [int(ts * 1_000_000) for ts, _ in flush.batches],
+                            [key for _, key in flush.batches],
+                        ],
                     )
                 con.execute(sql.SET_CHECKPOINT, [flush.checkpoint])
                 con.execute("COMMIT")
+                self._hour_cache.forget(hours)  # after the commit: see HourCache.put
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-
-    def _map_series(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Give every series of the flush its id (new ones are added to ``series``)
-        and register ``_series_map(skey, id)`` for the rollup inserts."""
-        known = self._series
-        keys = [row[0] for row in con.execute(sql.FLUSH_SERIES).fetchall()]
-        new = [k for k in keys if k not in known]
-        if new:
-            rows = []
-            for k in new:
-                known[k] = self._next_series
-                rows.append((self._next_series, *sql.split_series_key(k)))
-                self._next_series += 1
-            con.executemany(sql.INSERT_SERIES, rows)
-        con.register(
-            "_series_map",
-            pa.table(
-                {
-                    "skey": pa.array(keys, pa.string()),
-                    "id": pa.array([known[k] for k in keys], pa.int32()),
-                }
-            ),
-        )
+            finally:
+                for table in tables:
+                    con.unregister(sql.input_name(table))
 
     def checkpoint(self) -> int:
         row = self._cursor().execute(sql.GET_CHECKPOINT).fetchone()
@@ -172,15 +168,15 @@ class DuckDBBackend:
             for table, slots in (("rollup_1m", minutes), ("rollup_1h", hours)):
                 if not slots:
                     continue
+                us = [slot * 1_000_000 for slot in slots]
+                params = {"lo": us[0], "hi": us[-1], "slots": us}
+                make, delete, insert = sql.compact_slots(table)
                 con.execute("BEGIN")
                 try:
-                    con.execute("CREATE TEMP TABLE _slots (s BIGINT)")
-                    con.executemany("INSERT INTO _slots VALUES (?)", [(s,) for s in slots])
-                    before = con.execute(sql.count_slots(table)).fetchone()
-                    for statement in sql.compact_slots(table):
-                        con.execute(statement)
-                    after = con.execute(sql.count_slots(table)).fetchone()
-                    con.execute("DROP TABLE _slots")
+                    con.execute(make, params)
+                    before = con.execute(delete, params).fetchone()
+                    after = con.execute(insert).fetchone()
+                    con.execute("DROP TABLE _merged")
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -195,6 +191,8 @@ class DuckDBBackend:
                 cutoff = int((now - keep_s) * 1_000_000)
                 row = self._con.execute(sql.delete_before(table), [cutoff]).fetchone()
                 deleted[table] = int(row[0]) if row else 0
+        if deleted.get("rollup_1h"):
+            self._hour_cache.clear()
         return deleted
 
     # --- reads (any thread) -----------------------------------------------------
@@ -210,34 +208,53 @@ class DuckDBBackend:
     def sketch(self, query: SketchQuery) -> tuple[list[SketchGroup], Plan]:
         plan = sql.sketch_sql(query)
         groups: dict[tuple[Any, ...], int] = {}
-        parts: list[sql.Merged] = []
+        parts: list[Pieces] = []
         cur = self._con.cursor()  # its own connection: registrations stay private
         try:
-            if plan.series is not None and plan.rollups is not None:
+            if plan.series is not None:
                 ids: list[int] = []
                 gids: list[int] = []
                 for row in cur.execute(*plan.series).fetchall():
                     ids.append(row[0])
                     gids.append(groups.setdefault(tuple(row[1:]), len(groups)))
-                if ids:
+                if ids and plan.hours is not None:
+                    hours = self._hours(cur, query.metric.name, *plan.hours)
+                    top = max(max(ids), int(hours.gid.max(initial=0))) + 1
+                    lookup = np.full(top, -1, dtype=np.int64)
+                    lookup[ids] = gids
+                    parts.append(hours.regroup(lookup))
+                if ids and plan.rollups is not None:
                     cur.register(
                         "_groups",
-                        pa.table(
-                            {"series": pa.array(ids, pa.int32()), "gid": pa.array(gids, pa.int32())}
-                        ),
+                        {"series": np.array(ids, dtype=np.int32), "gid": np.array(gids)},
                     )
-                    table = cur.sql(plan.rollups[0], params=plan.rollups[1]).to_arrow_table()
-                    parts.append(sql.Merged.from_lists(table))
+                    parts.append(Pieces.of(cur.execute(*plan.rollups).fetchnumpy()))
             if plan.raw is not None:
-                table = cur.sql(plan.raw[0], params=plan.raw[1]).to_arrow_table()
-                gid = sql.raw_group_ids(table, len(query.by), groups)
-                parts.append(sql.Merged.from_rows(table, gid))
+                result = cur.execute(*plan.raw).fetchnumpy()
+                by = [result[f"g{i}"] for i in range(len(query.by))]
+                gid = group_ids(by, groups) if by else None
+                if gid is None:
+                    groups.setdefault((), len(groups))
+                    gid = np.full(len(result["kind"]), groups[()], dtype=np.int64)
+                parts.append(Pieces.of(result, gid))
         finally:
             cur.close()
         if not parts:
             return [], plan.plan
         keys = [k for k, _ in sorted(groups.items(), key=lambda kv: kv[1])]
-        return sql.sketch_groups(sql.Merged.concat(parts), keys, query), plan.plan
+        return sketch_groups(Pieces.concat(parts), keys, query), plan.plan
+
+    def _hours(self, cur: duckdb.DuckDBPyConnection, metric: str, lo: float, hi: float) -> Pieces:
+        """Every series of ``metric`` merged over the whole hours ``[lo, hi)``, cached."""
+        key = (metric, lo, hi)
+        cached = self._hour_cache.get(key)
+        if cached is not None:
+            return cached
+        version = self._hour_cache.version
+        result = cur.execute(sql.hour_pieces(), [sql._us(lo), sql._us(hi), metric]).fetchnumpy()
+        pieces = Pieces.of({**result, "gid": result["series"]})
+        self._hour_cache.put(key, pieces, version)
+        return pieces
 
     def views(
         self, start: float, end: float, limit: int, filters: dict[str, str]

@@ -26,26 +26,14 @@ quantiles are read with a cumulative sum: no percentile is ever averaged.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from perfpulse.model.catalog import MAX_ROLLUP_DIMS, METRICS, Metric
 from perfpulse.model.rows import LAYOUTS, FieldType
-from perfpulse.sketch import (
-    LOG_GAMMA,
-    MIN_POSITIVE,
-    NEGATIVE_BASE,
-    ZERO_BUCKET,
-    bucket_of,
-    grouped_quantiles,
-    values_of,
-)
-from perfpulse.store.base import Plan, SketchGroup, SketchQuery
+from perfpulse.sketch import LOG_GAMMA, MIN_POSITIVE, NEGATIVE_BASE, ZERO_BUCKET
+from perfpulse.store.base import Plan, SketchQuery
 
 _TYPES: dict[FieldType, str] = {
     "ts": "TIMESTAMP",
@@ -59,8 +47,6 @@ _ROLLUP_COLUMNS = (
     "outcomes TINYINT[], outcome_counts BIGINT[], sum DOUBLE"
 )
 SERIES_COLUMNS = ("metric", "service", "environment", "release", "d1", "d2", "d3", "d4")
-# A series key as one string: the dimensions joined by a unit separator, NULL as NUL.
-_SKEY = "concat_ws(chr(31), " + ", ".join(f"coalesce({c}, chr(0))" for c in SERIES_COLUMNS) + ")"
 
 
 def schema() -> list[str]:
@@ -82,12 +68,17 @@ def schema() -> list[str]:
     return statements
 
 
+def input_name(table: str) -> str:
+    """The relation a flush registers ``table``'s columns under."""
+    return f"_in_{table}"
+
+
 def insert_raw(table: str) -> str:
     cols = ", ".join(
         "make_timestamp(CAST(ts * 1000000 AS BIGINT))" if kind == "ts" else f'"{name}"'
         for name, kind in LAYOUTS[table]
     )
-    return f"INSERT INTO {table} SELECT {cols} FROM _in"
+    return f"INSERT INTO {table} SELECT {cols} FROM {input_name(table)}"
 
 
 def bucket_expr(value: str) -> str:
@@ -123,62 +114,105 @@ def _dims(metric: Metric) -> str:
     return ", ".join(f"{d} AS d{i + 1}" for i, d in enumerate(dims))
 
 
-def rollup_from_input(table: str) -> str | None:
-    """Per-minute sketch rows of the flush in ``_in``, for every metric of ``table``."""
-    parts = []
-    for m in METRICS:
-        if m.kind != table:
-            continue
-        value = f'"{m.field}"'
-        parts.append(
-            f"SELECT CAST(floor(ts / 60) * 60 AS BIGINT) AS s, '{m.name}' AS metric, "
-            f"service, environment, release, {_dims(m)}, {outcome_expr(m)} AS outcome, "
-            f"{bucket_expr(value)} AS bucket, count(*) AS count, sum({value}) AS sum "
-            f"FROM _in WHERE {_where(m)} GROUP BY ALL"
+def _metric_values(metrics: list[Metric]) -> tuple[list[str], list[str]]:
+    """Parallel (metric name, value) SQL expressions, one pair per source column:
+    metrics told apart by ``where`` (the vitals, by ``name``) share their column
+    and get their name from a CASE, NULL where no metric applies."""
+    names: list[str] = []
+    values: list[str] = []
+    shared: dict[tuple[str, tuple[str, ...]], list[Metric]] = {}
+    for m in metrics:
+        if m.where:
+            shared.setdefault((m.field, tuple(c for c, _ in m.where)), []).append(m)
+        else:
+            names.append(f"'{m.name}'")
+            values.append(f'CAST("{m.field}" AS DOUBLE)')
+    for (fld, _), group in shared.items():
+        whens = " ".join(
+            "WHEN " + " AND ".join(f"\"{c}\" = '{v}'" for c, v in m.where) + f" THEN '{m.name}'"
+            for m in group
         )
-    return " UNION ALL ".join(parts) or None
+        names.append(f"CASE {whens} END")
+        values.append(f'CAST("{fld}" AS DOUBLE)')
+    return names, values
 
 
-CREATE_FLUSH_ROLLUP = (
-    "CREATE TEMP TABLE _flush_rollup AS SELECT *, " + _SKEY + " AS skey FROM ({select})"
+def rollup_input(table: str) -> list[str]:
+    """SELECTs of ``(s, service, environment, release, d1..d4, outcome, metric, v)``
+    over the flush's ``table`` rows: each row is unnested into one (metric, value)
+    pair per metric of the table (one SELECT per set of rollup dimensions)."""
+    kinds: dict[tuple[tuple[str, ...], str], list[Metric]] = {}
+    for m in METRICS:
+        if m.kind == table:
+            kinds.setdefault((m.dims, m.outcome), []).append(m)
+    selects = []
+    for group in kinds.values():
+        names, values = _metric_values(group)
+        selects.append(
+            "SELECT CAST(floor(ts / 60) * 60 AS BIGINT) AS s, service, environment, release, "
+            f"{_dims(group[0])}, {outcome_expr(group[0])} AS outcome, "
+            f"unnest([{', '.join(names)}]) AS metric, unnest([{', '.join(values)}]) AS v "
+            f"FROM {input_name(table)}"
+        )
+    return selects
+
+
+def flush_rollup(tables: Iterable[str]) -> str | None:
+    """CREATE ``_flush_rollup``: the per-minute sketch pieces ``(s, metric, service,
+    environment, release, d1..d4, outcome, bucket, count, sum)`` of every metric
+    of the flush's ``tables``, in one scan of each and one aggregation."""
+    selects = [select for table in tables for select in rollup_input(table)]
+    if not selects:
+        return None
+    return (
+        "CREATE TEMP TABLE _flush_rollup AS "
+        f"SELECT s, {', '.join(SERIES_COLUMNS)}, outcome, {bucket_expr('v')} AS bucket, "
+        f"count(*) AS count, sum(v) AS sum FROM ({' UNION ALL '.join(selects)}) "
+        "WHERE v IS NOT NULL AND metric IS NOT NULL GROUP BY ALL"
+    )
+
+
+_SAME_SERIES = " AND ".join(f"f.{c} IS NOT DISTINCT FROM s.{c}" for c in SERIES_COLUMNS)
+# Series of the flush not yet in ``series``, numbered after the highest id.
+INSERT_NEW_SERIES = (
+    "INSERT INTO series SELECT (SELECT coalesce(max(id), 0) FROM series) + row_number() OVER (), * "
+    f"FROM (SELECT DISTINCT {', '.join(SERIES_COLUMNS)} FROM _flush_rollup) f "
+    f"WHERE NOT EXISTS (SELECT 1 FROM series s WHERE {_SAME_SERIES})"
 )
-FLUSH_SERIES = "SELECT DISTINCT skey FROM _flush_rollup"
-INSERT_SERIES = "INSERT INTO series VALUES (?, " + ", ".join("?" for _ in SERIES_COLUMNS) + ")"
-ALL_SERIES = "SELECT id, " + _SKEY + " FROM series"
-FLUSH_IDS = (
-    "CREATE TEMP TABLE _flush_ids AS SELECT s, m.id AS series, outcome, bucket, count, sum "
-    "FROM _flush_rollup JOIN _series_map m USING (skey)"
+_FLUSH_PIECES = (
+    "SELECT f.s, s.id AS series, f.outcome, f.bucket, f.count, f.sum "
+    f"FROM _flush_rollup f JOIN series s ON {_SAME_SERIES}"
 )
 
 
 def sketch_rows(table: str, slot: str, source: str) -> str:
     """INSERT one sketch row per (slot, series) of ``source`` rows
-    ``(s, series, outcome, bucket, count, sum)``; ``slot`` maps ``s`` to the slot."""
+    ``(s, series, outcome, bucket, count, sum)``; ``slot`` maps ``s`` to the slot.
+    One pass counts by bucket and by outcome (grouping sets), a second one makes
+    the lists."""
     return (
         f"INSERT INTO {table} "
-        f"WITH src AS (SELECT {slot} AS slot, series, outcome, bucket, count, sum FROM ({source})), "
-        "b AS (SELECT slot, series, bucket, sum(count) AS c FROM src GROUP BY ALL), "
-        "o AS (SELECT slot, series, outcome, sum(count) AS c, sum(sum) AS sm FROM src GROUP BY ALL), "
-        "bl AS (SELECT slot, series, list(bucket ORDER BY bucket) AS buckets, "
-        "list(c ORDER BY bucket) AS counts FROM b GROUP BY ALL), "
-        "ol AS (SELECT slot, series, list(outcome ORDER BY outcome) AS outcomes, "
-        "list(c ORDER BY outcome) AS outcome_counts, sum(sm) AS sm FROM o GROUP BY ALL) "
-        "SELECT make_timestamp(slot * 1000000), series, buckets, counts, outcomes, "
-        "outcome_counts, sm FROM bl JOIN ol USING (slot, series)"
+        "SELECT make_timestamp(slot * 1000000), series, "
+        "list(bucket ORDER BY bucket) FILTER (WHERE NOT per_outcome), "
+        "list(c ORDER BY bucket) FILTER (WHERE NOT per_outcome), "
+        "list(outcome ORDER BY outcome) FILTER (WHERE per_outcome), "
+        "list(c ORDER BY outcome) FILTER (WHERE per_outcome), "
+        "sum(sm) FILTER (WHERE per_outcome) "
+        f"FROM (SELECT {slot} AS slot, series, bucket, outcome, sum(count) AS c, sum(sum) AS sm, "
+        f"GROUPING(bucket) = 1 AS per_outcome FROM ({source}) "
+        "GROUP BY GROUPING SETS ((slot, series, bucket), (slot, series, outcome))) "
+        "GROUP BY slot, series"
     )
 
 
-INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", "SELECT * FROM _flush_ids")
-INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", "SELECT * FROM _flush_ids")
+INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", _FLUSH_PIECES)
+INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", _FLUSH_PIECES)
 FLUSH_MINUTES = "SELECT DISTINCT s FROM _flush_rollup"
 
 
-def split_series_key(skey: str) -> tuple[str | None, ...]:
-    """The dimensions of a series key (see ``_SKEY``)."""
-    return tuple(None if part == "\x00" else part for part in skey.split("\x1f"))
-
-
-INSERT_BATCH = "INSERT INTO batches VALUES (make_timestamp(?), ?)"
+INSERT_BATCHES = (
+    "INSERT INTO batches SELECT make_timestamp(unnest(?::BIGINT[])), unnest(?::VARCHAR[])"
+)
 SET_CHECKPOINT = "INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)"
 GET_CHECKPOINT = "SELECT value FROM meta WHERE name = 'checkpoint'"
 RECENT_BATCHES = "SELECT key FROM batches WHERE ts >= make_timestamp(?)"
@@ -187,42 +221,39 @@ KNOWN_ROUTES = (
 )
 
 
-def count_slots(table: str) -> str:
-    return f"SELECT count(*) FROM {table} WHERE epoch(ts)::BIGINT IN (SELECT s FROM _slots)"
+# The rows of some time slots: ``ts`` within [lo, hi] lets DuckDB skip the row
+# groups outside (zone maps); the list of slots (µs) picks the slots inside.
+_IN_SLOTS = (
+    "ts >= make_timestamp($lo) AND ts <= make_timestamp($hi) "
+    "AND epoch_us(ts) IN (SELECT unnest($slots::BIGINT[]))"
+)
 
 
-def compact_slots(table: str) -> list[str]:
-    """Replace the rows of the slots in ``_slots`` by one merged row per series."""
-    slot = "epoch(ts)::BIGINT IN (SELECT s FROM _slots)"
-    # the sketch's buckets, its outcomes and its sum, each as rows again
-    source = (
-        "SELECT epoch(ts)::BIGINT AS s, series, NULL::TINYINT AS outcome, "
-        "unnest(buckets) AS bucket, unnest(counts) AS count, 0.0 AS sum "
-        f"FROM {table} WHERE {slot} "
-        "UNION ALL SELECT epoch(ts)::BIGINT, series, unnest(outcomes), NULL::INTEGER, "
-        f"unnest(outcome_counts), 0.0 FROM {table} WHERE {slot} "
-        "UNION ALL SELECT epoch(ts)::BIGINT, series, NULL::TINYINT, NULL::INTEGER, 0, sum "
-        f"FROM {table} WHERE {slot}"
-    )
+def compact_slots(table: str) -> tuple[str, str, str]:
+    """Statements that replace the rows of some slots by one merged row per series:
+    make ``_merged``, delete the old rows, insert ``_merged``. Parameters: ``lo``,
+    ``hi`` (µs, the first and the last slot) and ``slots`` (µs)."""
     merged = (
         "CREATE TEMP TABLE _merged AS "
-        "WITH src AS (" + source + "), "
-        "b AS (SELECT s, series, bucket, sum(count) AS c FROM src WHERE bucket IS NOT NULL GROUP BY ALL), "
-        "o AS (SELECT s, series, outcome, sum(count) AS c FROM src WHERE outcome IS NOT NULL GROUP BY ALL), "
-        "t AS (SELECT s, series, sum(sum) AS sm FROM src GROUP BY ALL), "
-        "bl AS (SELECT s, series, list(bucket ORDER BY bucket) AS buckets, "
+        f"WITH r AS MATERIALIZED (SELECT * FROM {table} WHERE {_IN_SLOTS}), "
+        "b AS (SELECT ts, series, bucket, sum(c) AS c FROM "
+        "(SELECT ts, series, unnest(buckets) AS bucket, unnest(counts) AS c FROM r) GROUP BY ALL), "
+        "o AS (SELECT ts, series, outcome, sum(c) AS c FROM "
+        "(SELECT ts, series, unnest(outcomes) AS outcome, unnest(outcome_counts) AS c FROM r) "
+        "GROUP BY ALL), "
+        "bl AS (SELECT ts, series, list(bucket ORDER BY bucket) AS buckets, "
         "list(c ORDER BY bucket) AS counts FROM b GROUP BY ALL), "
-        "ol AS (SELECT s, series, list(outcome ORDER BY outcome) AS outcomes, "
-        "list(c ORDER BY outcome) AS outcome_counts FROM o GROUP BY ALL) "
-        "SELECT make_timestamp(s * 1000000) AS ts, series, buckets, counts, outcomes, "
-        "outcome_counts, sm AS sum FROM bl JOIN ol USING (s, series) JOIN t USING (s, series)"
+        "ol AS (SELECT ts, series, list(outcome ORDER BY outcome) AS outcomes, "
+        "list(c ORDER BY outcome) AS outcome_counts FROM o GROUP BY ALL), "
+        "t AS (SELECT ts, series, sum(sum) AS sum FROM r GROUP BY ALL) "
+        "SELECT ts, series, buckets, counts, outcomes, outcome_counts, sum "
+        "FROM bl JOIN ol USING (ts, series) JOIN t USING (ts, series)"
     )
-    return [
+    return (
         merged,
-        f"DELETE FROM {table} WHERE {slot}",
+        f"DELETE FROM {table} WHERE {_IN_SLOTS}",
         f"INSERT INTO {table} SELECT * FROM _merged",
-        "DROP TABLE _merged",
-    ]
+    )
 
 
 def delete_before(table: str) -> str:
@@ -262,22 +293,52 @@ class SketchSQL:
 
     ``series`` finds the series of the metric that pass the filters, with their
     group-by values; the backend numbers the groups and registers
-    ``_groups(series, gid)``; ``rollups`` then merges every rollup part by
-    ``(tb, gid, bucket)`` and ``(tb, gid, outcome)`` on integers alone. ``raw``
+    ``_groups(series, gid)``. ``rollups`` then reads every rollup part as
+    pieces (see :func:`pieces_of`) per ``(tb, gid)``, on integers alone; ``raw``
     does the same for the raw parts, grouped by the dimension values themselves.
+    ``hours`` is the whole-hour part of a question without time steps, which the
+    backend answers per series (:func:`hour_pieces`) and keeps for the next one.
     """
 
     plan: Plan
     series: tuple[str, list[Any]] | None
     rollups: tuple[str, list[Any]] | None
     raw: tuple[str, list[Any]] | None
+    hours: tuple[float, float] | None = None
 
 
-def _merge(selects: list[str], keys: str) -> str:
+# A sketch as pieces, one per row: ``kind`` 0 is a bucket ``k`` with its count
+# ``c``, 1 an outcome ``k`` with its count, 2 just a ``sum`` ``s``.
+def _pieces(rows: str, keys: str) -> str:
+    """Pieces of the sketch rows ``r`` (``rows``), merged by ``keys``."""
+    return (
+        f"WITH r AS MATERIALIZED ({rows}) "
+        f"SELECT 0::TINYINT AS kind, {keys}, k::BIGINT AS k, sum(c)::DOUBLE AS c, 0.0 AS s "
+        f"FROM (SELECT {keys}, unnest(buckets) AS k, unnest(counts) AS c FROM r) GROUP BY ALL "
+        f"UNION ALL SELECT 1::TINYINT, {keys}, coalesce(k, -1)::BIGINT, sum(c)::DOUBLE, 0.0 "
+        f"FROM (SELECT {keys}, unnest(outcomes) AS k, unnest(outcome_counts) AS c FROM r) "
+        "GROUP BY ALL "
+        f"UNION ALL SELECT 2::TINYINT, {keys}, 0::BIGINT, 0.0, sum(sum)::DOUBLE FROM r GROUP BY ALL"
+    )
+
+
+def hour_pieces() -> str:
+    """Every series of a metric over whole hours, merged per series (parameters:
+    from and to in µs, the metric's name)."""
+    return _pieces(
+        "SELECT series, buckets, counts, outcomes, outcome_counts, sum FROM rollup_1h "
+        "WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?) "
+        "AND series IN (SELECT id FROM series WHERE metric = ?)",
+        "series",
+    )
+
+
+def _raw_pieces(selects: list[str], keys: str) -> str:
     return (
         f"WITH src AS ({' UNION ALL '.join(selects)}) "
-        f"SELECT {keys}, bucket, outcome, sum(cnt) AS c, sum(sm) AS s, "
-        "GROUPING(bucket) AS per_outcome FROM src "
+        f"SELECT GROUPING(bucket)::TINYINT AS kind, {keys}, "
+        "coalesce(bucket, outcome, -1)::BIGINT AS k, sum(cnt)::DOUBLE AS c, "
+        "CASE WHEN GROUPING(bucket) = 0 THEN sum(sm) ELSE 0 END::DOUBLE AS s FROM src "
         f"GROUP BY GROUPING SETS (({keys}, bucket), ({keys}, outcome))"
     )
 
@@ -296,6 +357,7 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
     rollup_params: list[Any] = []
     raw_selects: list[str] = []
     raw_params: list[Any] = []
+    hours = None
     for source, lo, hi in parts:
         if source == "raw":
             value = f'"{m.field}"'
@@ -313,6 +375,8 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
                 "AND ts >= make_timestamp(?) AND ts < make_timestamp(?)"
             )
             raw_params += [v for _, v in q.filters] + [_us(lo), _us(hi)]
+        elif source == "rollup_1h" and step is None:
+            hours = (lo, hi)
         else:
             rollup_selects.append(
                 f"SELECT {tb} AS tb, g.gid, buckets, counts, outcomes, outcome_counts, sum "
@@ -320,8 +384,11 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
                 "WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?)"
             )
             rollup_params += [_us(lo), _us(hi)]
-    series = None
+    rollups = None
     if rollup_selects:
+        rollups = (_pieces(" UNION ALL ".join(rollup_selects), "tb, gid"), rollup_params)
+    series = None
+    if rollups or hours:
         by_cols = "".join(f", {m.rollup_column(d)}" for d in q.by)
         conditions = ["metric = ?"] + [f"{m.rollup_column(d)} = ?" for d, _ in q.filters]
         series = (
@@ -336,230 +403,10 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
             hour=any(p[0] == "rollup_1h" for p in parts),
         ),
         series=series,
-        rollups=(" UNION ALL ".join(rollup_selects), rollup_params) if rollup_selects else None,
-        raw=(_merge(raw_selects, raw_keys), raw_params) if raw_selects else None,
+        rollups=rollups,
+        raw=(_raw_pieces(raw_selects, raw_keys), raw_params) if raw_selects else None,
+        hours=hours,
     )
-
-
-def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], list[Any]]:
-    """Integer codes of a column's values (nulls get their own code) and the values."""
-    encoded = pc.dictionary_encode(column)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    values: list[Any] = encoded.dictionary.to_pylist() + [None]
-    codes = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64), values
-
-
-@dataclass(slots=True)
-class Merged:
-    """Sketch pieces as numpy columns, ready to merge.
-
-    Rows carry a time step ``tb``, a group id ``gid`` and a ``sum``; bucket
-    elements ``(row, bucket, count)`` and outcome elements ``(row, outcome,
-    count)`` point at their row. Rollup rows bring whole lists of elements, raw
-    merge rows one element each.
-    """
-
-    tb: npt.NDArray[np.int64]
-    gid: npt.NDArray[np.int64]
-    sum: npt.NDArray[np.float64]
-    b_row: npt.NDArray[np.int64]
-    bucket: npt.NDArray[np.int64]
-    b_count: npt.NDArray[np.float64]
-    o_row: npt.NDArray[np.int64]
-    outcome: npt.NDArray[np.int64]
-    o_count: npt.NDArray[np.float64]
-
-    @classmethod
-    def from_lists(cls, table: pa.Table) -> Merged:
-        """Rollup rows: ``tb, gid, buckets, counts, outcomes, outcome_counts, sum``."""
-        rows = np.arange(table.num_rows, dtype=np.int64)
-
-        def flat(name: str, kind: pa.DataType) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
-            lists = table.column(name).combine_chunks()
-            lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
-            values: npt.NDArray[Any] = pc.cast(lists.flatten(), kind).to_numpy(zero_copy_only=False)
-            return np.repeat(rows, lengths.astype(np.int64)), values
-
-        b_row, bucket = flat("buckets", pa.int64())
-        _, b_count = flat("counts", pa.float64())
-        o_row, outcome = flat("outcomes", pa.int64())
-        _, o_count = flat("outcome_counts", pa.float64())
-        return cls(
-            tb=_numbers(table, "tb", pa.int64(), 0),
-            gid=_numbers(table, "gid", pa.int64(), 0),
-            sum=_numbers(table, "sum", pa.float64(), 0.0),
-            b_row=b_row,
-            bucket=bucket,
-            b_count=b_count,
-            o_row=o_row,
-            outcome=outcome,
-            o_count=o_count,
-        )
-
-    @classmethod
-    def from_rows(cls, table: pa.Table, gid: npt.NDArray[np.int64]) -> Merged:
-        """Raw merge rows: ``tb, g…, bucket, outcome, c, s, per_outcome``."""
-        per_outcome = _numbers(table, "per_outcome", pa.int64(), 0) != 0
-        rows = np.arange(table.num_rows, dtype=np.int64)
-        counts = _numbers(table, "c", pa.float64(), 0.0)
-        sums = np.where(per_outcome, 0.0, _numbers(table, "s", pa.float64(), 0.0))
-        return cls(
-            tb=_numbers(table, "tb", pa.int64(), 0),
-            gid=gid,
-            sum=sums,
-            b_row=rows[~per_outcome],
-            bucket=_numbers(table, "bucket", pa.int64(), 0)[~per_outcome],
-            b_count=counts[~per_outcome],
-            o_row=rows[per_outcome],
-            outcome=_numbers(table, "outcome", pa.int64(), -1)[per_outcome],
-            o_count=counts[per_outcome],
-        )
-
-    @classmethod
-    def concat(cls, parts: list[Merged]) -> Merged:
-        shift = np.cumsum([0] + [len(p.tb) for p in parts[:-1]])
-        return cls(
-            tb=np.concatenate([p.tb for p in parts]),
-            gid=np.concatenate([p.gid for p in parts]),
-            sum=np.concatenate([p.sum for p in parts]),
-            b_row=np.concatenate([p.b_row + k for p, k in zip(parts, shift, strict=True)]),
-            bucket=np.concatenate([p.bucket for p in parts]),
-            b_count=np.concatenate([p.b_count for p in parts]),
-            o_row=np.concatenate([p.o_row + k for p, k in zip(parts, shift, strict=True)]),
-            outcome=np.concatenate([p.outcome for p in parts]),
-            o_count=np.concatenate([p.o_count for p in parts]),
-        )
-
-
-def _numbers(table: pa.Table, name: str, kind: pa.DataType, fill: float) -> npt.NDArray[Any]:
-    # sums of integers arrive as DECIMAL/HUGEINT: cast before filling nulls
-    values: npt.NDArray[Any] = pc.cast(table.column(name), kind).fill_null(fill).to_numpy()
-    return values
-
-
-DENSE_CELLS = 8_000_000  # groups x bucket range up to which quantiles use one dense array
-
-
-def _dense_quantiles(
-    group: npt.NDArray[np.int64],
-    bucket: npt.NDArray[np.int64],
-    count: npt.NDArray[np.float64],
-    groups: int,
-    qs: tuple[float, ...],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
-    """Quantiles by a bincount over (group, bucket index): fast when buckets are dense."""
-    neg, pos = bucket < ZERO_BUCKET, bucket > ZERO_BUCKET
-    n_lo = int(bucket[neg].min()) if neg.any() else 0
-    n_width = int(bucket[neg].max()) - n_lo + 1 if neg.any() else 0
-    p_lo = int(bucket[pos].min()) if pos.any() else 0
-    p_width = int(bucket[pos].max()) - p_lo + 1 if pos.any() else 0
-    width = n_width + 1 + p_width
-    if groups * width > DENSE_CELLS:
-        return None
-    index = np.where(
-        pos, n_width + 1 + (bucket - p_lo), np.where(neg, bucket - n_lo, n_width)
-    ).astype(np.int64)
-    keys = np.concatenate(
-        [
-            np.arange(n_lo, n_lo + n_width, dtype=np.int64),
-            np.array([ZERO_BUCKET], dtype=np.int64),
-            np.arange(p_lo, p_lo + p_width, dtype=np.int64),
-        ]
-    )
-    dense = np.bincount(group * width + index, weights=count, minlength=groups * width)
-    cumulative = np.cumsum(dense.reshape(groups, width), axis=1)
-    totals = cumulative[:, -1]
-    out = np.full((groups, len(qs)), np.nan)
-    present = totals > 0
-    for j, q in enumerate(qs):
-        rank = np.maximum(1.0, np.ceil(q * totals - 1e-9))
-        first = np.minimum((cumulative < rank[:, None]).sum(axis=1), width - 1)
-        out[present, j] = values_of(keys[first[present]])
-    return np.rint(totals).astype(np.int64), out
-
-
-def raw_group_ids(
-    table: pa.Table, width: int, groups: dict[tuple[Any, ...], int]
-) -> npt.NDArray[np.int64]:
-    """Group ids of raw merge rows, numbering new group-by values as they come."""
-    if width == 0:
-        groups.setdefault((), len(groups))
-        return np.full(table.num_rows, groups[()], dtype=np.int64)
-    combined = np.zeros(table.num_rows, dtype=np.int64)
-    decoders = []
-    for i in range(width):
-        codes, values = _codes(table.column(f"g{i}"))
-        combined = combined * len(values) + codes
-        decoders.append(values)
-    unique, inverse = np.unique(combined, return_inverse=True)
-    ids = np.empty(len(unique), dtype=np.int64)
-    for n, code in enumerate(unique.tolist()):
-        values = []
-        for decoder in reversed(decoders):
-            values.append(decoder[code % len(decoder)])
-            code //= len(decoder)
-        ids[n] = groups.setdefault(tuple(reversed(values)), len(groups))
-    return ids[inverse]
-
-
-def sketch_groups(merged: Merged, keys: list[tuple[Any, ...]], q: SketchQuery) -> list[SketchGroup]:
-    """Merge pieces into one sketch per (time step, group); ``keys[gid]`` are its values."""
-    if len(merged.tb) == 0:
-        return []
-    tbs, tb_code = np.unique(merged.tb, return_inverse=True)
-    row_key = tb_code.astype(np.int64) * max(len(keys), 1) + merged.gid
-    group_keys, row_group = np.unique(row_key, return_inverse=True)
-    row_group = row_group.astype(np.int64)
-    n = len(group_keys)
-    b_group = row_group[merged.b_row]
-    dense = _dense_quantiles(b_group, merged.bucket, merged.b_count, n, q.qs)
-    if dense is not None:
-        totals, estimates = dense
-    else:  # a very wide bucket range: sort the elements instead
-        order = np.lexsort((merged.bucket, b_group))
-        starts = np.searchsorted(b_group[order], np.arange(n + 1))
-        totals, estimates = grouped_quantiles(
-            merged.bucket[order],
-            np.rint(merged.b_count[order]).astype(np.int64),
-            starts.astype(np.int64),
-            q.qs,
-        )
-    sums = np.bincount(row_group, weights=merged.sum, minlength=n)
-    below = {}
-    for t in q.below:  # counts up to t's bucket: within the sketch's relative error of t
-        mask = merged.bucket <= bucket_of(t)
-        below[t] = np.bincount(b_group[mask], weights=merged.b_count[mask], minlength=n)
-    valid = merged.outcome >= 0
-    o_cells = np.bincount(
-        row_group[merged.o_row[valid]] * 8 + merged.outcome[valid],
-        weights=merged.o_count[valid],
-        minlength=n * 8,
-    ).reshape(n, 8)
-
-    width = max(len(keys), 1)
-    groups = []
-    for i, group_key in enumerate(group_keys.tolist()):
-        if totals[i] <= 0:
-            continue
-        t, gid = divmod(group_key, width)
-        groups.append(
-            SketchGroup(
-                key=keys[gid] if keys else (),
-                count=int(totals[i]),
-                sum=float(sums[i]),
-                outcomes={o: int(c) for o, c in enumerate(np.rint(o_cells[i]).tolist()) if c},
-                quantiles={
-                    qv: (None if math.isnan(estimates[i, j]) else float(estimates[i, j]))
-                    for j, qv in enumerate(q.qs)
-                },
-                time=float(tbs[t]) if q.step else None,
-                below={v: int(np.rint(c[i])) for v, c in below.items()},
-            )
-        )
-    groups.sort(key=lambda g: (g.time or 0.0, -g.count))
-    return groups
 
 
 _VIEW_FILTERS = ("service", "environment", "release", "page", "device", "browser")
