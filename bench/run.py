@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench.run [name ...] [--quick] [--write]``.
 
-Names: ingest, query, accuracy, memory (default: all, in that order).
+Names: ingest, query, accuracy, memory, dashboard (default: all, in that order).
 ``--quick`` runs each in under a minute (a smoke check, not a result);
 ``--write`` stores this run's reports in bench/results.json (replacing earlier
 ones of the same benchmarks) and renders docs/benchmarks.md from all stored ones,
@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.report import Report, from_json, markdown, summary, to_json
 
-BENCHMARKS = ("ingest", "query", "accuracy", "memory")
+BENCHMARKS = ("ingest", "query", "accuracy", "memory", "dashboard")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results.json"  # the latest report of each
 APPENDIX = Path(__file__).with_name("appendix.md")  # hand-kept sections, appended as they are

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from perfpulse.model.catalog import CATALOG, RATINGS, VITALS
-from perfpulse.web.pages import PageContext
+from perfpulse.web.pages import PageContext, gather
 
 COMPARED_VITALS = ("LCP", "INP", "CLS", "FCP", "TTFB")
 TOP_ROUTES = 10
@@ -91,21 +91,17 @@ def _group(answer: Mapping[str, Any], release: str) -> dict[str, Any] | None:
 def sides(ctx: PageContext, a: str, b: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every number of releases ``a`` and ``b``, in eight queries grouped by release."""
     view = ctx.view
-    vitals: dict[str, dict[str, Any]] = {}
-    for name in COMPARED_VITALS:
-        m = VITALS[name]
-        vitals[name] = ctx.query.percentiles(
-            _without_release(view.params(m, metric=m.name, by="release", q="0.75"))
-        )
-    http = ctx.query.percentiles(
-        _without_release(view.params(HTTP, metric=HTTP.name, by="release", q="0.5,0.95,0.99"))
-    )
-    db = ctx.query.percentiles(
-        _without_release(view.params(DB, metric=DB.name, by="release", q="0.95"))
-    )
-    routes = ctx.query.percentiles(
-        _without_release(view.params(HTTP, metric=HTTP.name, by="release,route", q="0.95"))
-    )
+    questions = [
+        _without_release(view.params(VITALS[n], metric=VITALS[n].name, by="release", q="0.75"))
+        for n in COMPARED_VITALS
+    ] + [
+        _without_release(view.params(HTTP, metric=HTTP.name, by="release", q="0.5,0.95,0.99")),
+        _without_release(view.params(DB, metric=DB.name, by="release", q="0.95")),
+        _without_release(view.params(HTTP, metric=HTTP.name, by="release,route", q="0.95")),
+    ]
+    answers = gather(*(lambda p=p: ctx.query.percentiles(p) for p in questions))
+    vitals = dict(zip(COMPARED_VITALS, answers, strict=False))
+    http, db, routes = answers[-3:]
 
     def vital(name: str, release: str) -> dict[str, Any] | None:
         g = _group(vitals[name], release)

@@ -17,7 +17,7 @@ from typing import Any
 from perfpulse.model.catalog import CATALOG
 from perfpulse.query.rows import rows
 from perfpulse.web.charts import split_chart
-from perfpulse.web.pages import PageContext
+from perfpulse.web.pages import PageContext, gather
 
 TOP = 15
 SLOW = 20
@@ -140,9 +140,10 @@ def pools(ctx: PageContext) -> dict[str, Any]:
 
 
 def build(ctx: PageContext) -> dict[str, Any]:
-    return {
-        **statements(ctx),
-        "slow": slow_queries(ctx),
-        "findings": n_plus_one(ctx),
-        "pools": pools(ctx),
-    }
+    top, slow, findings, pool = gather(
+        lambda: statements(ctx),
+        lambda: slow_queries(ctx),
+        lambda: n_plus_one(ctx),
+        lambda: pools(ctx),
+    )
+    return {**top, "slow": slow, "findings": findings, "pools": pool}

@@ -13,7 +13,7 @@ from typing import Any
 
 from perfpulse.model.catalog import CATALOG
 from perfpulse.web.charts import split_chart
-from perfpulse.web.pages import PageContext
+from perfpulse.web.pages import PageContext, gather
 
 SHOWN = (
     ("process.cpu", "Process CPU"),
@@ -54,11 +54,16 @@ def _summary(name: str, title: str, unit: str, series: dict[str, Any]) -> dict[s
 def build(ctx: PageContext) -> dict[str, Any]:
     view, step = ctx.view, str(ctx.view.step)
     charts, table = [], []
-    for name, title in SHOWN:
-        m = CATALOG[name]
-        answer = ctx.query.timeseries(
-            view.params(m, metric=name, by="service,host", q="0.5", step=step)
+    answers = gather(
+        *(
+            lambda name=name: ctx.query.timeseries(
+                view.params(CATALOG[name], metric=name, by="service,host", q="0.5", step=step)
+            )
+            for name, _ in SHOWN
         )
+    )
+    for (name, title), answer in zip(SHOWN, answers, strict=True):
+        m = CATALOG[name]
         charts.append(split_chart(title, m.unit, answer, lambda p: p["mean"], _where, limit=LINES))
         table += [_summary(name, title, m.unit, s) for s in answer["series"]]
     table.sort(key=lambda r: (r["service"] or "", r["host"] or ""))

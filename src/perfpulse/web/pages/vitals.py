@@ -24,7 +24,7 @@ from perfpulse.model.catalog import CATALOG, RATINGS, VITALS, Metric
 from perfpulse.query.rows import rows
 from perfpulse.query.service import QueryError
 from perfpulse.web.charts import line_chart
-from perfpulse.web.pages import PageContext
+from perfpulse.web.pages import PageContext, gather
 
 SPLITS = {
     "page": "Page",
@@ -208,9 +208,14 @@ def runtime(ctx: PageContext) -> dict[str, Any]:
 def build(ctx: PageContext) -> dict[str, Any]:
     name, by = chosen(ctx)
     m = VITALS[name]
-    cards = summary(ctx)
-    answer = ctx.query.timeseries(
-        ctx.view.params(m, metric=m.name, q="0.75", step=str(ctx.view.step))
+    cards, answer, groups, spots, run = gather(
+        lambda: summary(ctx),
+        lambda: ctx.query.timeseries(
+            ctx.view.params(m, metric=m.name, q="0.75", step=str(ctx.view.step))
+        ),
+        lambda: split(ctx, m, by),
+        lambda: hot_spots(ctx, name),
+        lambda: runtime(ctx),
     )
     return {
         "heading": f"Web Vitals · {name}",
@@ -225,8 +230,8 @@ def build(ctx: PageContext) -> dict[str, Any]:
         "chart": line_chart(
             f"{name} p75", m.unit, answer, {"p75": _quantile("0.75")}, thresholds=m.thresholds
         ),
-        "groups": split(ctx, m, by),
-        "hot_spots": hot_spots(ctx, name),
-        "runtime": runtime(ctx),
+        "groups": groups,
+        "hot_spots": spots,
+        "runtime": run,
         "raw_from": raw_start(ctx) if raw_start(ctx) > ctx.view.start else None,
     }
