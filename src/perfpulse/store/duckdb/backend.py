@@ -32,7 +32,16 @@ from perfpulse.model.catalog import RATINGS
 from perfpulse.model.rows import LAYOUTS, Columns, FieldType, column_length
 from perfpulse.store.base import Flush, Plan, RowQuery, SketchGroup, SketchQuery
 from perfpulse.store.duckdb import explore, sql
-from perfpulse.store.duckdb.pieces import HourCache, Pieces, group_ids, sketch_groups
+from perfpulse.store.duckdb.pieces import (
+    Grouped,
+    Layout,
+    Merge,
+    PartCache,
+    Pieces,
+    SeriesPart,
+    group_ids,
+    sketch_groups,
+)
 from perfpulse.store.retention import Retention
 
 _NUMPY: dict[FieldType, type[np.generic]] = {
@@ -96,7 +105,7 @@ class DuckDBBackend:
             self._con.execute(statement)
         self._dirty_minutes: set[int] = set()
         self._dirty_hours: set[int] = set()
-        self._hour_cache = HourCache()
+        self._cache = PartCache()
         self._lock = threading.Lock()  # guards the writer connection
         self._local = threading.local()
         self._closed = False
@@ -134,7 +143,7 @@ class DuckDBBackend:
                     )
                 con.execute(sql.SET_CHECKPOINT, [flush.checkpoint])
                 con.execute("COMMIT")
-                self._hour_cache.forget(hours)  # after the commit: see HourCache.put
+                self._cache.forget(hours)  # after the commit: see PartCache.put
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -192,7 +201,7 @@ class DuckDBBackend:
                 row = self._con.execute(sql.delete_before(table), [cutoff]).fetchone()
                 deleted[table] = int(row[0]) if row else 0
         if deleted.get("rollup_1h"):
-            self._hour_cache.clear()
+            self._cache.clear()
         return deleted
 
     # --- reads (any thread) -----------------------------------------------------
@@ -208,53 +217,120 @@ class DuckDBBackend:
     def sketch(self, query: SketchQuery) -> tuple[list[SketchGroup], Plan]:
         plan = sql.sketch_sql(query)
         groups: dict[tuple[Any, ...], int] = {}
-        parts: list[Pieces] = []
+        base: Grouped | None = None
+        pieces: list[Pieces] = []
         cur = self._con.cursor()  # its own connection: registrations stay private
         try:
-            if plan.series is not None:
-                ids: list[int] = []
-                gids: list[int] = []
-                for row in cur.execute(*plan.series).fetchall():
-                    ids.append(row[0])
-                    gids.append(groups.setdefault(tuple(row[1:]), len(groups)))
-                if ids and plan.hours is not None:
-                    hours = self._hours(cur, query.metric.name, *plan.hours)
-                    top = max(max(ids), int(hours.gid.max(initial=0))) + 1
-                    lookup = np.full(top, -1, dtype=np.int64)
-                    lookup[ids] = gids
-                    parts.append(hours.regroup(lookup))
-                if ids and plan.rollups is not None:
+            if plan.series_parts:
+                found = self._grouped(cur, query, plan, groups)
+                if isinstance(found, Pieces):
+                    pieces.append(found)
+                else:
+                    base = found
+            elif plan.series is not None and plan.rollups is not None:
+                ids, gids = self._series(cur, plan, groups)
+                if ids:
                     cur.register(
                         "_groups",
                         {"series": np.array(ids, dtype=np.int32), "gid": np.array(gids)},
                     )
-                    parts.append(Pieces.of(cur.execute(*plan.rollups).fetchnumpy()))
+                    pieces.append(Pieces.of(cur.execute(*plan.rollups).fetchnumpy()))
             if plan.raw is not None:
                 result = cur.execute(*plan.raw).fetchnumpy()
                 by = [result[f"g{i}"] for i in range(len(query.by))]
-                gid = group_ids(by, groups) if by else None
-                if gid is None:
+                if by:
+                    gid = group_ids(by, groups)
+                else:
                     groups.setdefault((), len(groups))
-                    gid = np.full(len(result["kind"]), groups[()], dtype=np.int64)
-                parts.append(Pieces.of(result, gid))
+                    gid = np.full(len(result["tb"]), groups[()], dtype=np.int64)
+                raw = Pieces.of_rows if plan.raw_rows else Pieces.of
+                pieces.append(raw(result, gid))
         finally:
             cur.close()
-        if not parts:
-            return [], plan.plan
         keys = [k for k, _ in sorted(groups.items(), key=lambda kv: kv[1])]
-        return sketch_groups(Pieces.concat(parts), keys, query), plan.plan
+        if base is not None:
+            layout = base.layout
+            for p in pieces:
+                layout = layout.union(Layout.of(p.k[p.kind == 0]))
+            if Merge.fits(len(keys), layout):
+                merge = Merge(len(keys), layout)
+                merge.add_grouped(base)
+                for p in pieces:
+                    merge.add_pieces(p)
+                return merge.merged().groups(keys, query.qs, query.below), plan.plan
+            pieces.append(base.pieces())
+        if not pieces:
+            return [], plan.plan
+        return sketch_groups(Pieces.concat(pieces), keys, query), plan.plan
 
-    def _hours(self, cur: duckdb.DuckDBPyConnection, metric: str, lo: float, hi: float) -> Pieces:
-        """Every series of ``metric`` merged over the whole hours ``[lo, hi)``, cached."""
-        key = (metric, lo, hi)
-        cached = self._hour_cache.get(key)
+    def _series(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        plan: sql.SketchSQL,
+        groups: dict[tuple[Any, ...], int],
+    ) -> tuple[list[int], list[int]]:
+        """The series that answer, and their group ids (numbering new groups)."""
+        ids: list[int] = []
+        gids: list[int] = []
+        if plan.series is not None:
+            for row in cur.execute(*plan.series).fetchall():
+                ids.append(row[0])
+                gids.append(groups.setdefault(tuple(row[1:]), len(groups)))
+        return ids, gids
+
+    def _grouped(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        query: SketchQuery,
+        plan: sql.SketchSQL,
+        groups: dict[tuple[Any, ...], int],
+    ) -> Grouped | Pieces | None:
+        """The rollup parts of a question without steps, merged per group, cached:
+        the next question with the same parts and grouping reads none of them.
+        Pieces instead when the bucket range is too wide to merge densely."""
+        key = ("grouped", query.metric.name, query.by, query.filters, plan.series_parts)
+        cached: Grouped | None = self._cache.get(key)
+        if cached is not None:
+            for group in cached.keys:
+                groups.setdefault(group, len(groups))
+            return cached
+        version = self._cache.version
+        ids, gids = self._series(cur, plan, groups)
+        if not ids:
+            return None
+        lookup = np.full(max(ids) + 1, -1, dtype=np.int64)
+        lookup[ids] = gids
+        parts = [
+            (self._series_part(cur, query.metric.name, table, lo, hi), sign)
+            for table, lo, hi, sign in plan.series_parts
+        ]
+        layout = Layout()
+        for part, _ in parts:
+            layout = layout.union(part.layout)
+        if not Merge.fits(len(groups), layout):
+            return Pieces.concat([part.pieces(lookup, sign) for part, sign in parts])
+        merge = Merge(len(groups), layout)
+        for part, sign in parts:
+            merge.add_part(part, lookup, sign)
+        grouped = merge.merged()
+        grouped.keys = [k for k, _ in sorted(groups.items(), key=lambda kv: kv[1])]
+        spans = tuple((lo, hi) for _, lo, hi, _ in plan.series_parts)
+        self._cache.put(key, grouped, spans, version)
+        return grouped
+
+    def _series_part(
+        self, cur: duckdb.DuckDBPyConnection, metric: str, table: str, lo: float, hi: float
+    ) -> SeriesPart:
+        """Every series of ``metric`` merged over ``[lo, hi)`` of a rollup table, cached."""
+        key = ("part", metric, table, lo, hi)
+        cached: SeriesPart | None = self._cache.get(key)
         if cached is not None:
             return cached
-        version = self._hour_cache.version
-        result = cur.execute(sql.hour_pieces(), [sql._us(lo), sql._us(hi), metric]).fetchnumpy()
-        pieces = Pieces.of({**result, "gid": result["series"]})
-        self._hour_cache.put(key, pieces, version)
-        return pieces
+        version = self._cache.version
+        params = [sql._us(lo), sql._us(hi), metric]
+        part = SeriesPart.of(cur.execute(sql.series_pieces(table), params).fetchnumpy())
+        self._cache.put(key, part, ((lo, hi),), version)
+        return part
 
     def views(
         self, start: float, end: float, limit: int, filters: dict[str, str]

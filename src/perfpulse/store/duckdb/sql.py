@@ -267,23 +267,41 @@ def _us(seconds: float) -> int:
     return round(seconds * 1_000_000)
 
 
+Part = tuple[str, float, float, int]  # (source, from, to, +1 or -1); source "hours": rollup_1h
+
+
+def _edge(lo: float, hi: float, hour: float, before: bool, subtract: bool) -> list[Part]:
+    """The minutes ``[lo, hi)`` inside the hour that starts at ``hour``: read as they
+    are, or (``subtract``, when that reads fewer minutes) as the hour's row less its
+    other minutes — exact, since counts are integers and both come from one snapshot."""
+    inside = (hi - lo) / 60
+    if not subtract or inside <= 30:
+        return [("rollup_1m", lo, hi, 1)]
+    rest = (hour, lo) if before else (hi, hour + 3600)
+    return [("rollup_1h", hour, hour + 3600, 1), ("rollup_1m", *rest, -1)]
+
+
 def _parts(
-    start: float, end: float, minutes_ok: bool, hours_ok: bool
-) -> list[tuple[str, float, float]]:
-    """Cut ``[start, end)`` into (source, from, to) parts, coarsest first."""
-    parts: list[tuple[str, float, float]] = []
+    start: float, end: float, minutes_ok: bool, hours_ok: bool, subtract: bool = False
+) -> list[Part]:
+    """Cut ``[start, end)`` into (source, from, to, sign) parts, coarsest first."""
     if not minutes_ok:
-        return [("raw", start, end)]
+        return [("raw", start, end, 1)]
     m0, m1 = math.ceil(start / 60) * 60.0, math.floor(end / 60) * 60.0
     if m0 >= m1:
-        return [("raw", start, end)]
+        return [("raw", start, end, 1)]
     h0, h1 = math.ceil(m0 / 3600) * 3600.0, math.floor(m1 / 3600) * 3600.0
-    if hours_ok and h0 < h1:
-        parts.append(("rollup_1h", h0, h1))
-        parts += [("rollup_1m", m0, h0), ("rollup_1m", h1, m1)]
+    parts: list[Part] = []
+    if hours_ok and h0 <= h1:
+        if h0 < h1:
+            parts.append(("hours", h0, h1, 1))  # the whole hours (rollup_1h)
+        if m0 < h0:
+            parts += _edge(m0, h0, h0 - 3600, before=True, subtract=subtract)
+        if h1 < m1:
+            parts += _edge(h1, m1, h1, before=False, subtract=subtract)
     else:
-        parts.append(("rollup_1m", m0, m1))
-    parts += [("raw", start, m0), ("raw", m1, end)]
+        parts.append(("rollup_1m", m0, m1, 1))
+    parts += [("raw", start, m0, 1), ("raw", m1, end, 1)]
     return [p for p in parts if p[1] < p[2]]
 
 
@@ -292,45 +310,55 @@ class SketchSQL:
     """The statements that answer a SketchQuery.
 
     ``series`` finds the series of the metric that pass the filters, with their
-    group-by values; the backend numbers the groups and registers
-    ``_groups(series, gid)``. ``rollups`` then reads every rollup part as
-    pieces (see :func:`pieces_of`) per ``(tb, gid)``, on integers alone; ``raw``
-    does the same for the raw parts, grouped by the dimension values themselves.
-    ``hours`` is the whole-hour part of a question without time steps, which the
-    backend answers per series (:func:`hour_pieces`) and keeps for the next one.
+    group-by values, which the backend numbers into groups. A question without
+    time steps reads each rollup part of ``series_parts`` — (table, from, to,
+    sign) — per series with :func:`series_pieces`, for every series of the metric,
+    so the backend can keep the result for the next question; a question with
+    steps registers ``_groups(series, gid)`` and reads all its rollup parts with
+    ``rollups``, merged per ``(tb, gid)`` on integers alone. ``raw`` reads the raw
+    parts, merged per the dimension values themselves — or, when they span at most
+    :data:`RAW_ROWS_SPAN` seconds (the partial minutes at a window's edges), as
+    the rows ``(tb, g…, outcome, bucket, cnt, sm)`` themselves, which costs less
+    than merging them in SQL.
     """
 
     plan: Plan
     series: tuple[str, list[Any]] | None
     rollups: tuple[str, list[Any]] | None
     raw: tuple[str, list[Any]] | None
-    hours: tuple[float, float] | None = None
+    series_parts: tuple[tuple[str, float, float, int], ...] = ()
+    raw_rows: bool = False  # ``raw`` returns the rows themselves (a few seconds of them)
 
 
 # A sketch as pieces, one per row: ``kind`` 0 is a bucket ``k`` with its count
 # ``c``, 1 an outcome ``k`` with its count, 2 just a ``sum`` ``s``.
 def _pieces(rows: str, keys: str) -> str:
-    """Pieces of the sketch rows ``r`` (``rows``), merged by ``keys``."""
+    """Pieces of the sketch rows ``r`` (``rows``, with a sign ``sgn``), merged by ``keys``."""
     return (
         f"WITH r AS MATERIALIZED ({rows}) "
-        f"SELECT 0::TINYINT AS kind, {keys}, k::BIGINT AS k, sum(c)::DOUBLE AS c, 0.0 AS s "
-        f"FROM (SELECT {keys}, unnest(buckets) AS k, unnest(counts) AS c FROM r) GROUP BY ALL "
-        f"UNION ALL SELECT 1::TINYINT, {keys}, coalesce(k, -1)::BIGINT, sum(c)::DOUBLE, 0.0 "
-        f"FROM (SELECT {keys}, unnest(outcomes) AS k, unnest(outcome_counts) AS c FROM r) "
+        f"SELECT 0::TINYINT AS kind, {keys}, k::BIGINT AS k, sum(c * sgn)::DOUBLE AS c, 0.0 AS s "
+        f"FROM (SELECT {keys}, sgn, unnest(buckets) AS k, unnest(counts) AS c FROM r) "
         "GROUP BY ALL "
-        f"UNION ALL SELECT 2::TINYINT, {keys}, 0::BIGINT, 0.0, sum(sum)::DOUBLE FROM r GROUP BY ALL"
+        f"UNION ALL SELECT 1::TINYINT, {keys}, coalesce(k, -1)::BIGINT, sum(c * sgn)::DOUBLE, 0.0 "
+        f"FROM (SELECT {keys}, sgn, unnest(outcomes) AS k, unnest(outcome_counts) AS c FROM r) "
+        "GROUP BY ALL "
+        f"UNION ALL SELECT 2::TINYINT, {keys}, 0::BIGINT, 0.0, sum(sum * sgn)::DOUBLE FROM r "
+        "GROUP BY ALL"
     )
 
 
-def hour_pieces() -> str:
-    """Every series of a metric over whole hours, merged per series (parameters:
-    from and to in µs, the metric's name)."""
+def series_pieces(table: str) -> str:
+    """Every series of a metric over ``[from, to)`` of a rollup table, merged per
+    series (parameters: from and to in µs, the metric's name)."""
     return _pieces(
-        "SELECT series, buckets, counts, outcomes, outcome_counts, sum FROM rollup_1h "
+        f"SELECT series, buckets, counts, outcomes, outcome_counts, sum, 1 AS sgn FROM {table} "
         "WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?) "
         "AND series IN (SELECT id FROM series WHERE metric = ?)",
         "series",
     )
+
+
+RAW_ROWS_SPAN = 120.0
 
 
 def _raw_pieces(selects: list[str], keys: str) -> str:
@@ -350,15 +378,16 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
     step = q.step
     minutes_ok = rollup_ok and (step is None or step % 60 == 0)
     hours_ok = minutes_ok and (step is None or step % 3600 == 0)
-    parts = _parts(q.start, q.end, minutes_ok, hours_ok)
+    parts = _parts(q.start, q.end, minutes_ok, hours_ok, subtract=step is None)
     tb = f"(epoch_us(ts) // {step * 1_000_000}) * {step}" if step else "0"
 
     rollup_selects: list[str] = []
     rollup_params: list[Any] = []
     raw_selects: list[str] = []
     raw_params: list[Any] = []
-    hours = None
-    for source, lo, hi in parts:
+    series_parts: list[tuple[str, float, float, int]] = []
+    for source, lo, hi, sign in parts:
+        table = "rollup_1h" if source == "hours" else source
         if source == "raw":
             value = f'"{m.field}"'
             where = [_where(m)] + [f'CAST("{d}" AS VARCHAR) = ?' for d, _ in q.filters]
@@ -375,12 +404,12 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
                 "AND ts >= make_timestamp(?) AND ts < make_timestamp(?)"
             )
             raw_params += [v for _, v in q.filters] + [_us(lo), _us(hi)]
-        elif source == "rollup_1h" and step is None:
-            hours = (lo, hi)
+        elif step is None:  # read per series, so the backend can keep it
+            series_parts.append((table, lo, hi, sign))
         else:
             rollup_selects.append(
-                f"SELECT {tb} AS tb, g.gid, buckets, counts, outcomes, outcome_counts, sum "
-                f"FROM {source} JOIN _groups g USING (series) "
+                f"SELECT {tb} AS tb, g.gid, buckets, counts, outcomes, outcome_counts, sum, "
+                f"{sign} AS sgn FROM {table} JOIN _groups g USING (series) "
                 "WHERE ts >= make_timestamp(?) AND ts < make_timestamp(?)"
             )
             rollup_params += [_us(lo), _us(hi)]
@@ -388,7 +417,7 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
     if rollup_selects:
         rollups = (_pieces(" UNION ALL ".join(rollup_selects), "tb, gid"), rollup_params)
     series = None
-    if rollups or hours:
+    if rollups or series_parts:
         by_cols = "".join(f", {m.rollup_column(d)}" for d in q.by)
         conditions = ["metric = ?"] + [f"{m.rollup_column(d)} = ?" for d, _ in q.filters]
         series = (
@@ -396,16 +425,22 @@ def sketch_sql(q: SketchQuery) -> SketchSQL:
             [m.name, *(v for _, v in q.filters)],
         )
     raw_keys = ", ".join(["tb", *(f"g{i}" for i in range(len(q.by)))])
+    raw_rows = sum(hi - lo for source, lo, hi, _ in parts if source == "raw") <= RAW_ROWS_SPAN
+    raw = None
+    if raw_selects:
+        statement = " UNION ALL ".join(raw_selects) if raw_rows else None
+        raw = (statement or _raw_pieces(raw_selects, raw_keys), raw_params)
     return SketchSQL(
         plan=Plan(
             raw=bool(raw_selects),
             minute=any(p[0] == "rollup_1m" for p in parts),
-            hour=any(p[0] == "rollup_1h" for p in parts),
+            hour=any(p[0] in ("hours", "rollup_1h") for p in parts),
         ),
         series=series,
         rollups=rollups,
-        raw=(_raw_pieces(raw_selects, raw_keys), raw_params) if raw_selects else None,
-        hours=hours,
+        raw=raw,
+        series_parts=tuple(series_parts),
+        raw_rows=raw_rows,
     )
 
 
