@@ -35,6 +35,13 @@ READ_HEADERS = {"Authorization": f"Bearer {READ_TOKEN}"}
 RUM_HEADERS = {"Origin": ORIGIN, "Content-Type": "text/plain"}
 
 
+def pythonpath() -> str:
+    """``PYTHONPATH`` for a child process: the repository (for ``bench``), then the caller's
+    own (so a worktree's ``src`` given there still wins over an editable install)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(ROOT), inherited] if inherited else [str(ROOT)])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -102,7 +109,7 @@ class Server:
 
 def _start(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Server:
     port = int(argv[argv.index("--port") + 1])
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full_env = {**os.environ, "PYTHONPATH": pythonpath(), **env}
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log, "wb") as out:
