@@ -81,7 +81,14 @@ def set_sink(sink: Sink | None, requests: RequestSink | None = None) -> None:
 
 
 def enabled() -> bool:
+    """Whether events go anywhere (the agent runs)."""
     return _sink is not _noop
+
+
+def measuring() -> bool:
+    """Whether instrumentation should time what it wraps: the agent runs, or a
+    request is being served (its scope wants the tallies even with the agent off)."""
+    return _sink is not _noop or _current.get() is not None
 
 
 def record(event: dict[str, Any]) -> None:
