@@ -79,7 +79,7 @@ def init(
     n_plus_one_threshold: int | None = None,
     resource_interval_s: float | None = None,
     queue_size: int = 10_000,
-    batch_size: int = 500,
+    batch_size: int = 1000,
     flush_interval_s: float = 1.0,
 ) -> None:
     """Start the agent (see the module docstring); a bad argument raises ``ValueError``."""

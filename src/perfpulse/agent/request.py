@@ -125,19 +125,29 @@ def finish(
     """End the request that started at ``started_ns`` (``time.perf_counter_ns()``)
     and record it (see the module docstring). Never raises."""
     try:
-        rs.duration_ns = perf_counter_ns() - started_ns
-        rs.started_ns = started_ns
+        duration_ns = perf_counter_ns() - started_ns
+        sink = _scope.request_sink
+        config = active
+        threshold = DEFAULT_THRESHOLD if config is None else config.n_plus_one_threshold
+        if sink is not None and rs.error is None and rs.db_count < threshold:
+            # the usual request: its one event, a struct to append (no dict, no encoding)
+            ts = (time_ns() - duration_ns) / 1e9
+            sink(
+                _http_event(
+                    rs, route, method, status, ts, duration_ns, request_bytes, response_bytes
+                )
+            )
+            return
         rs.route = route
         rs.method = method
         rs.status = status
+        rs.started_ns = started_ns
+        rs.duration_ns = duration_ns
         rs.request_bytes = request_bytes
         rs.response_bytes = response_bytes
-        sink = _scope.request_sink
         if sink is not None:
-            sink(rs)  # the transport: events are made on its thread
+            sink(rs)  # an error or N+1 findings: the events are made on the sender's thread
             return
-        config = active
-        threshold = DEFAULT_THRESHOLD if config is None else config.n_plus_one_threshold
         for event in events([rs], threshold):
             _scope.record(event if type(event) is dict else msgspec.to_builtins(event))
     except Exception:
@@ -164,47 +174,68 @@ class HttpEvent(msgspec.Struct, tag_field="kind", tag="http", omit_defaults=True
     exception: str | None = None
 
 
+def _http_event(
+    rs: RequestScope,
+    route: str | None,
+    method: str,
+    status: int,
+    ts: float,
+    duration_ns: int,
+    request_bytes: int | None,
+    response_bytes: int | None,
+) -> HttpEvent:
+    route = route or UNMATCHED
+    event = HttpEvent(
+        ts,
+        route if len(route) <= 4096 else route[:4096],
+        method[:16],
+        status,
+        duration_ns / 1e6,
+        rs.request_id,
+        rs.trace_id,
+        request_bytes,
+        response_bytes,
+    )
+    if rs.db_count:
+        event.db_time_ms = rs.db_time_ms
+        event.db_count = rs.db_count
+    if rs.cache_hits or rs.cache_misses:
+        event.cache_hits = rs.cache_hits
+        event.cache_misses = rs.cache_misses
+    return event
+
+
 def events(
     finished: list[RequestScope], n_plus_one_threshold: int = DEFAULT_THRESHOLD
 ) -> list[HttpEvent | dict[str, Any]]:
-    """The events of finished requests: for each, its ``http`` event (an
-    :class:`HttpEvent`), then an ``error`` event (for an unhandled exception) and
-    ``n_plus_one`` findings (one per fingerprint run at least
-    ``n_plus_one_threshold`` times)."""
+    """The events of finished requests (their outcome set by :func:`finish`): for
+    each, its ``http`` event (an :class:`HttpEvent`), then an ``error`` event (for
+    an unhandled exception) and ``n_plus_one`` findings (one per fingerprint run at
+    least ``n_plus_one_threshold`` times)."""
     wall_offset_ns = time_ns() - perf_counter_ns()  # read the clocks once per batch
     found: list[HttpEvent | dict[str, Any]] = []
     for rs in finished:
-        route = rs.route or UNMATCHED
-        if len(route) > 4096:
-            route = route[:4096]
-        db_count = rs.db_count
-        event = HttpEvent(
-            (rs.started_ns + wall_offset_ns) / 1e9,
-            route,
-            rs.method[:16],
+        ts = (rs.started_ns + wall_offset_ns) / 1e9
+        event = _http_event(
+            rs,
+            rs.route,
+            rs.method,
             rs.status,
-            rs.duration_ns / 1e6,
-            rs.request_id,
-            rs.trace_id,
+            ts,
+            rs.duration_ns,
             rs.request_bytes,
             rs.response_bytes,
         )
-        if db_count:
-            event.db_time_ms = rs.db_time_ms
-            event.db_count = db_count
-        if rs.cache_hits or rs.cache_misses:
-            event.cache_hits = rs.cache_hits
-            event.cache_misses = rs.cache_misses
         found.append(event)
         error = rs.error
-        if error is None and db_count < n_plus_one_threshold:
-            continue  # the usual request
-        ended = (rs.started_ns + rs.duration_ns + wall_offset_ns) / 1e9
+        if error is None and rs.db_count < n_plus_one_threshold:
+            continue
+        ended = ts + rs.duration_ns / 1e9
         try:
             if error is not None:
                 event.exception = error_name(error)
-                found.append(_error_event(error, route, rs, ended))
-            found += n_plus_one_events(rs, route, n_plus_one_threshold, ended)
+                found.append(_error_event(error, event.route, rs, ended))
+            found += n_plus_one_events(rs, event.route, n_plus_one_threshold, ended)
         except Exception:  # an exception whose str() raises, say: the http event stays
             _scope.internal_failure("request.events")
     return found

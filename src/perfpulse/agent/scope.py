@@ -6,10 +6,11 @@ through this module:
 - :func:`record` hands one wire-format event (a dict with ``kind``) to the
   agent's transport. Before ``perfpulse.agent.init`` (or with no endpoint) it is a
   no-op that costs one global lookup. It never raises.
-- :data:`request_sink` takes a finished request (its :class:`RequestScope`,
-  outcome filled in) as it is; the transport turns it into its ``http``,
-  ``error`` and ``n_plus_one`` events on the sender's thread. Only
-  :func:`perfpulse.agent.request.finish` uses it.
+- :data:`request_sink` takes a finished request as the transport queues it:
+  its ``http`` event as a struct (:class:`perfpulse.agent.request.HttpEvent`),
+  or, when more events come of it (an error, N+1 findings), its
+  :class:`RequestScope`, which the transport turns into them on the sender's
+  thread. Only :func:`perfpulse.agent.request.finish` uses it.
 - :func:`current_request` is the :class:`RequestScope` of the request being
   served (a ``contextvars`` variable, so it follows asyncio tasks and threads
   started with ``contextvars.copy_context``), or ``None`` outside a request.
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 Sink = Callable[[dict[str, Any]], None]
-RequestSink = Callable[["RequestScope"], None]
+RequestSink = Callable[[object], None]  # an HttpEvent struct, or a RequestScope
 
 
 def _noop(event: dict[str, Any]) -> None:
@@ -40,8 +41,8 @@ def _noop(event: dict[str, Any]) -> None:
 
 
 _sink: Sink = _noop
-#: Where finished requests go as they are; ``None``: the sink takes only events
-#: (then :func:`perfpulse.agent.request.finish` records a request's events itself).
+#: Where finished requests go (see the module docstring); ``None``: the sink takes only
+#: dict events (then :func:`perfpulse.agent.request.finish` records them itself).
 request_sink: RequestSink | None = None
 sink_failures = 0  # events the sink raised on (counted, never propagated)
 
@@ -72,8 +73,9 @@ def internal_failure(where: str) -> None:
 def set_sink(sink: Sink | None, requests: RequestSink | None = None) -> None:
     """Install the agent's transport (``None`` turns recording off again).
 
-    ``requests`` takes finished requests as they are (:data:`request_sink`);
-    without it a finished request is turned into events and given to ``sink``.
+    ``requests`` takes finished requests as the transport queues them
+    (:data:`request_sink`); without it a finished request is turned into dict
+    events and given to ``sink``.
     """
     global _sink, request_sink
     _sink = sink or _noop

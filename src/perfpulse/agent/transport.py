@@ -3,10 +3,11 @@
 The application thread only calls :meth:`Transport.enqueue`: one ``deque``
 append (thread-safe without a lock) and a length check. When the queue is full
 the ``deque`` discards the oldest event and the drop is counted; the next batch
-reports the count in its ``dropped`` field. What is queued is an event (a dict),
-or a record: the records of a batch are turned into events by ``expand`` on the
-sender's thread (the agent queues each finished request as its
-:class:`~perfpulse.agent.scope.RequestScope`, so the request thread builds no dict).
+reports the count in its ``dropped`` field. What is queued is an event (a dict,
+or a ``msgspec.Struct`` that encodes as one), or a record that ``expand`` turns
+into events on the sender's thread, a batch's records at once. The agent queues
+a finished request as its ``http`` event struct, or, when an error or N+1
+findings come of it, as its :class:`~perfpulse.agent.scope.RequestScope`.
 
 One daemon thread does the rest. It wakes every ``flush_interval_s`` (or as soon
 as ``batch_size`` items wait), encodes up to ``batch_size`` events per batch
@@ -30,9 +31,10 @@ bytes and 7 % fewer instructions) and
 - any other ``4xx``: never retried; the batch is counted as rejected and the
   status logged once.
 
-The connection is a kept-alive ``http.client`` connection: importing it (with
-``ssl`` and ``gzip``) adds about 0.2 MB to a Starlette/uvicorn process, importing
-``httpx`` 2.5 MB, for the same one request a second.
+The batch goes out through a :class:`~perfpulse.agent.sender.Sender`: by default
+:class:`~perfpulse.agent.sender.HttpSender`, one kept-alive HTTP/1.1 connection
+with a client of its own (a third of ``http.client``'s CPU per batch; importing
+``httpx`` would add 2.5 MB to the process, for a request or two a second).
 
 :meth:`after_fork` (called in a forked child, e.g. a gunicorn ``--preload``
 worker) gives the child an empty queue, new synchronization objects, no
@@ -48,11 +50,9 @@ Example::
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import random
-import socket
 import threading
 import time
 import uuid
@@ -60,16 +60,18 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
 import msgspec
+
+from perfpulse.agent.sender import Answer, HttpSender, Sender
 
 __all__ = ["Answer", "HttpSender", "Sender", "Transport", "TransportStats"]
 
 #: A wire-format event: a dict, or a ``msgspec.Struct`` that encodes as one (the
 #: ``http`` events that ``expand`` makes of finished requests).
 Event = dict[str, Any] | msgspec.Struct
+_EVENTS = (dict, msgspec.Struct)  # what is queued and is not a record for ``expand``
 
 _log = logging.getLogger("perfpulse.agent")
 _encode_fast = msgspec.json.Encoder().encode  # ~7x faster than json; writes NaN as null
@@ -80,97 +82,6 @@ def _gzip(data: bytes) -> bytes:
     """A gzip member of ``data``: level 1 (3x cheaper than 6, 15 % bigger), memLevel 4."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 4)
     return compressor.compress(data) + compressor.flush()
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the collector said: the status (0 for a connection error) and ``Retry-After``."""
-
-    status: int
-    retry_after_s: float | None = None
-
-
-class Sender(Protocol):
-    """Delivers one encoded batch. Must not raise: a failure is ``Answer(0)``."""
-
-    def send(self, body: bytes) -> Answer: ...
-
-    def close(self) -> None: ...
-
-
-class HttpSender:
-    """``POST`` gzipped JSON over one kept-alive ``http.client`` connection."""
-
-    def __init__(self, endpoint: str, key: str, timeout_s: float = 10.0) -> None:
-        parts = urlsplit(endpoint)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port
-        self._path = parts.path.rstrip("/") + "/api/v1/events"
-        self._timeout_s = timeout_s
-        self._headers = {
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-            "User-Agent": "perfpulse-python-agent",
-        }
-        if key:
-            self._headers["Authorization"] = f"Bearer {key}"
-        self._conn: http.client.HTTPConnection | None = None
-        self._used = False
-
-    def _connect(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout_s)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
-        vars(conn)["_create_connection"] = _create_connection  # http.client's own hook
-        return conn
-
-    def send(self, body: bytes) -> Answer:
-        for _ in range(2):  # a kept-alive connection the server closed: reconnect once
-            if self._conn is None:
-                self._conn, self._used = self._connect(), False
-            reused = self._used
-            try:
-                self._conn.request("POST", self._path, body, self._headers)
-                response = self._conn.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if reused:
-                    continue
-                return Answer(0)
-            self._used = True
-            if response.will_close:
-                self.close()
-            return Answer(response.status, _retry_after(response.getheader("Retry-After")))
-        return Answer(0)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def _create_connection(address: tuple[str, int], *args: Any) -> socket.socket:
-    """``socket.create_connection`` with an ASCII host given as bytes: ``getaddrinfo``
-    encodes a ``str`` host with the ``idna`` codec, whose import (with ``stringprep``
-    and ``unicodedata``) would add 0.3 MB to the process for nothing."""
-    host, port = address
-    if host.isascii():
-        return socket.create_connection((host.encode(), port), *args)  # type: ignore[arg-type]
-    return socket.create_connection(address, *args)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: fall back to the backoff
-    return seconds if 0 <= seconds <= 3600 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +107,7 @@ class Transport:
         resource: dict[str, str],
         *,
         queue_size: int = 10_000,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         flush_interval_s: float = 1.0,
         max_body_bytes: int = 900_000,
         backoff_base_s: float = 0.5,
@@ -344,11 +255,19 @@ class Transport:
                     self._log_once("job", "perfpulse agent: a periodic job failed", exc_info=True)
 
     def _drain(self, everything: bool = True) -> None:
-        least = 1 if everything else self.batch_size
-        while (self._carry or len(self._queue) >= least) and not self._stop.is_set():
+        """Send full batches, and with ``everything`` what was queued when it began too.
+
+        Not what arrives while it sends: chasing the tail of the queue would send a
+        tiny batch per round trip to the collector.
+        """
+        owed = len(self._queue) if everything else 0
+        while not self._stop.is_set():
+            if not (self._carry or owed > 0 or len(self._queue) >= self.batch_size):
+                return
             self._busy = True
             try:
-                events = self._take()
+                events, taken = self._take()
+                owed -= taken
                 body = self._encode_fast(events)
                 if body is None:
                     body, count = self._encode_strict(events)
@@ -365,20 +284,19 @@ class Transport:
             finally:
                 self._busy = False
 
-    def _take(self) -> list[Event]:
+    def _take(self) -> tuple[list[Event], int]:
+        """The next batch's events (the carry first), and how many items left the queue."""
         events, self._carry = self._carry, []
         popleft = self._queue.popleft
         # the only consumer: len() can only grow while we pop
         items = [popleft() for _ in range(min(len(self._queue), self.batch_size - len(events)))]
         if self._expand is None:
-            return events + items
-        records = []
-        for item in items:
-            if type(item) is dict:
-                events.append(item)
-            else:
-                records.append(item)
-        if records:
+            return events + items, len(items)
+        records = [item for item in items if not isinstance(item, _EVENTS)]
+        if not records:  # the usual batch: finished requests' http events only
+            events += items
+        else:
+            events += [item for item in items if isinstance(item, _EVENTS)]
             try:
                 events += self._expand(records)
             except Exception:
@@ -386,7 +304,7 @@ class Transport:
                 self._log_once(
                     "expand", "perfpulse agent: records could not become events", exc_info=True
                 )
-        return events
+        return events, len(items)
 
     def _budget(self) -> int:
         return self.max_body_bytes - len(self._prefix) - 200
