@@ -38,8 +38,14 @@ RUM_HEADERS = {"Origin": ORIGIN, "Content-Type": "text/plain"}
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a benchmark subprocess: this one's, with the repository
     root put before (not instead of) any ``PYTHONPATH`` the caller set."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    return {**os.environ, "PYTHONPATH": pythonpath(), **extra}
+
+
+def pythonpath() -> str:
+    """``PYTHONPATH`` for a child process: the repository (for ``bench``), then the caller's
+    own (so a worktree's ``src`` given there still wins over an editable install)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(ROOT), inherited] if inherited else [str(ROOT)])
 
 
 def free_port() -> int:

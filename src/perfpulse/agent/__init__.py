@@ -26,6 +26,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from perfpulse.agent import request as _request
@@ -33,7 +34,7 @@ from perfpulse.agent import scope as _scope
 from perfpulse.agent.config import Config
 from perfpulse.agent.transport import Transport
 
-if TYPE_CHECKING:  # psutil (1 MB) is imported only when resources are sampled
+if TYPE_CHECKING:  # imported only when resources are sampled
     from perfpulse.agent.resources import ResourceSampler
 
 __all__ = ["AgentStats", "flush", "init", "shutdown", "stats", "traceparent"]
@@ -78,7 +79,7 @@ def init(
     n_plus_one_threshold: int | None = None,
     resource_interval_s: float | None = None,
     queue_size: int = 10_000,
-    batch_size: int = 500,
+    batch_size: int = 1000,
     flush_interval_s: float = 1.0,
 ) -> None:
     """Start the agent (see the module docstring); a bad argument raises ``ValueError``."""
@@ -114,6 +115,7 @@ def init(
             queue_size=queue_size,
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
+            expand=partial(_request.events, n_plus_one_threshold=config.n_plus_one_threshold),
         )
         agent = _Agent(config=config, transport=transport)
         if config.resource_interval_s > 0:
@@ -123,7 +125,7 @@ def init(
             transport.every(config.resource_interval_s, lambda: _scope.record(sampler.sample()))
         _request.reseed()
         transport.start()
-        _scope.set_sink(transport.enqueue)
+        _scope.set_sink(transport.enqueue, requests=transport.enqueue)
         _request.active = config
         _agent = agent
         if not _fork_hook_installed:

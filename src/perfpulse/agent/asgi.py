@@ -25,14 +25,14 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
-from time import perf_counter
+from time import perf_counter_ns
 from typing import Any
 
 from starlette.routing import Mount  # a dependency of perfpulse: always installed
 
 from perfpulse.agent import request as _request
-from perfpulse.agent.scope import enter_request, exit_request
+from perfpulse.agent.request import begin, finish
+from perfpulse.agent.scope import RequestScope, enter_request, exit_request
 
 __all__ = ["PerfpulseMiddleware", "starlette_route"]
 
@@ -55,50 +55,72 @@ class PerfpulseMiddleware:
         if scope["type"] != "http" or _request.active is None:
             await self.app(scope, receive, send)
             return
-        traceparent = request_bytes = None
+        traceparent = length = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 traceparent = value
             elif name == b"content-length":
-                request_bytes = value
-        rs = _request.begin(traceparent)
+                length = value
+        rs = begin(traceparent, _Exchange)
         if rs is None:
             await self.app(scope, receive, send)
             return
-        rs.resolve_route = partial(starlette_route, scope)
-        status = 0
-        response_bytes = 0
-
-        async def send_and_count(message: Message) -> None:
-            nonlocal status, response_bytes
-            if message["type"] == "http.response.body":
-                response_bytes += len(message.get("body", b""))
-            elif message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        rs.asgi_scope = scope
+        rs.downstream = send
+        rs.status = rs.sent = 0
         token = enter_request(rs)
-        started = perf_counter()
+        started = perf_counter_ns()
         try:
-            await self.app(scope, receive, send_and_count)
+            await self.app(scope, receive, rs.send)
         except Exception as error:
             rs.error = error
-            if status == 0:
-                status = 500
+            if rs.status == 0:
+                rs.status = 500
             raise
         finally:
             exit_request(token)
-            _request.finish(
+            finish(
                 rs,
-                rs.route_template(),
+                rs.route or starlette_route(scope),
                 scope["method"],
-                status or _CLIENT_GONE,
+                rs.status or _CLIENT_GONE,
                 started,
-                request_bytes=int(request_bytes)
-                if request_bytes and request_bytes.isdigit()
-                else None,
-                response_bytes=response_bytes,
+                request_bytes=int(length) if length is not None and length.isdigit() else None,
+                response_bytes=rs.sent,
             )
+            # The record waits in the queue, not the exchange (the scope, the server's
+            # per-request objects behind its ``send``).
+            rs.asgi_scope, rs.downstream = None, _completed
+
+
+class _Exchange(RequestScope):
+    """The request scope of one ASGI exchange; its :meth:`send` counts the response."""
+
+    __slots__ = ("asgi_scope", "downstream", "sent")
+
+    # set by the middleware right after ``begin`` (no ``__init__`` of its own: a
+    # ``super().__init__`` call costs more than the three assignments)
+    asgi_scope: Scope | None
+    downstream: Send  # the server's ``send``
+    sent: int  # response body bytes
+
+    def route_template(self) -> str | None:
+        route = self.route
+        if route is None and self.asgi_scope is not None:
+            route = self.route = starlette_route(self.asgi_scope)
+        return route
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        elif kind == "http.response.start":
+            self.status = message["status"]
+        await self.downstream(message)
+
+
+async def _completed(message: Message) -> None:
+    raise RuntimeError(f"ASGI message {message.get('type')!r} sent after the response completed")
 
 
 def starlette_route(scope: Scope) -> str | None:

@@ -54,7 +54,7 @@ from types import ModuleType
 from typing import Any, TypeVar, cast
 
 from perfpulse.agent import scope as _scope
-from perfpulse.agent.scope import RequestScope
+from perfpulse.agent.scope import RequestScope, measuring
 from perfpulse.model.fingerprint import fingerprint_sql, redact_statement
 
 __all__ = [
@@ -119,7 +119,7 @@ class QueryRecorder:
     @staticmethod
     def active() -> bool:
         """Whether anything would be recorded now (agent on, or inside a request)."""
-        return _active()
+        return _scope.measuring()
 
     def record(
         self,
@@ -166,10 +166,6 @@ class QueryRecorder:
             _scope.record(event)
         except Exception:
             _scope.internal_failure("db.record")
-
-
-def _active() -> bool:
-    return _scope.enabled() or _scope.current_request() is not None
 
 
 def record_query(
@@ -259,7 +255,7 @@ class _Cursor:
     # --- statements ---------------------------------------------------------------
 
     def execute(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._pending is None and not _active():  # the fast way through
+        if self._pending is None and not measuring():  # the fast way through
             cursor = self._cursor
             result = (
                 cursor.execute(operation, *args, **kwargs)
@@ -287,7 +283,7 @@ class _Cursor:
         if self._pending is not None:
             self._finish()
         recorder = self._recorder
-        if not _active():
+        if not measuring():
             result = method(operation, *args, **kwargs)
             if adopt:
                 object.__setattr__(self, "_cursor", result)
@@ -425,7 +421,7 @@ class _Connection:
         return _Cursor(self._conn.cursor(*args, **kwargs), self._recorder)
 
     def execute(self, operation: Any, *args: Any, **kwargs: Any) -> _Cursor:
-        if not _active():  # the fast way through
+        if not measuring():  # the fast way through
             return _Cursor(self._conn.execute(operation, *args, **kwargs), self._recorder)
         return self._shortcut(self._conn.execute, operation, args, kwargs)
 

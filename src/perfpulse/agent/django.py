@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from time import perf_counter
+from time import perf_counter_ns
 from typing import Any
 
 try:
@@ -64,7 +64,7 @@ class PerfpulseMiddleware:
         if rs is None:
             return self.get_response(request)
         token = enter_request(rs)
-        started = perf_counter()
+        started = perf_counter_ns()
         response: HttpResponseBase | None = None
         try:
             response = self.get_response(request)
@@ -82,7 +82,7 @@ class PerfpulseMiddleware:
         if rs is None:
             return await get_response(request)
         token = enter_request(rs)
-        started = perf_counter()
+        started = perf_counter_ns()
         response: HttpResponseBase | None = None
         try:
             response = await get_response(request)
@@ -123,7 +123,7 @@ def _template(route: str) -> str:
 
 
 def _finish(
-    rs: RequestScope, request: HttpRequest, response: HttpResponseBase | None, started: float
+    rs: RequestScope, request: HttpRequest, response: HttpResponseBase | None, started: int
 ) -> None:
     try:
         route = rs.route or django_route(request)

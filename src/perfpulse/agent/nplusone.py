@@ -31,7 +31,7 @@ def n_plus_one_events(
     scope: RequestScope, route: str, threshold: int, ts: float
 ) -> list[dict[str, Any]]:
     """One ``n_plus_one`` event per fingerprint run ``threshold`` times or more, most first."""
-    if scope.db_count < threshold:  # cheap exit for the usual request
+    if scope.db_count < threshold or scope.queries is None:  # cheap exit for the usual request
         return []
     found = [
         (fingerprint, durations)

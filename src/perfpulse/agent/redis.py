@@ -51,7 +51,7 @@ except ImportError as error:  # pragma: no cover - exercised only without redis-
     raise ImportError("perfpulse.agent.redis needs redis-py: pip install redis") from error
 
 from perfpulse.agent import scope as _scope
-from perfpulse.agent.scope import RequestScope
+from perfpulse.agent.scope import RequestScope, measuring
 
 __all__ = ["instrument_redis", "uninstrument_redis"]
 
@@ -160,23 +160,37 @@ class _Recorder:
             _scope.internal_failure("redis.pipeline")
 
 
-def _active() -> bool:
-    return _scope.enabled() or _scope.current_request() is not None
+class _Call:
+    """One command (or pipeline) being timed: the request it runs in, when it started."""
+
+    __slots__ = ("recorder", "request", "start", "ts")
+
+    def __init__(self, recorder: _Recorder) -> None:
+        self.recorder = recorder
+        self.request = _scope.current_request()
+        self.ts = time.time()
+        self.start = time.perf_counter()
+
+    def command(self, args: Sequence[Any], result: Any, failed: bool = False) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.recorder.command(args, result, self.ts, elapsed, self.request, failed)
+
+    def pipeline(self, stack: list[tuple[Sequence[Any], Any]], results: Any, failed: bool) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.recorder.pipeline(stack, results, self.ts, elapsed, self.request, failed)
 
 
 def _wrap_sync(recorder: _Recorder, execute: Callable[..., Any]) -> Callable[..., Any]:
     def execute_command(*args: Any, **options: Any) -> Any:
-        if not _active():
+        if not measuring():
             return execute(*args, **options)
-        request = _scope.current_request()
-        ts = time.time()
-        start = time.perf_counter()
+        call = _Call(recorder)
         try:
             result = execute(*args, **options)
         except Exception:
-            recorder.command(args, None, ts, time.perf_counter() - start, request, failed=True)
+            call.command(args, None, failed=True)
             raise
-        recorder.command(args, result, ts, time.perf_counter() - start, request)
+        call.command(args, result)
         return result
 
     return execute_command
@@ -184,17 +198,15 @@ def _wrap_sync(recorder: _Recorder, execute: Callable[..., Any]) -> Callable[...
 
 def _wrap_async(recorder: _Recorder, execute: Callable[..., Any]) -> Callable[..., Any]:
     async def execute_command(*args: Any, **options: Any) -> Any:
-        if not _active():
+        if not measuring():
             return await execute(*args, **options)
-        request = _scope.current_request()
-        ts = time.time()
-        start = time.perf_counter()
+        call = _Call(recorder)
         try:
             result = await execute(*args, **options)
         except Exception:
-            recorder.command(args, None, ts, time.perf_counter() - start, request, failed=True)
+            call.command(args, None, failed=True)
             raise
-        recorder.command(args, result, ts, time.perf_counter() - start, request)
+        call.command(args, result)
         return result
 
     return execute_command
@@ -207,36 +219,30 @@ def _wrap_pipeline(recorder: _Recorder, make: Callable[..., Any]) -> Callable[..
         if inspect.iscoroutinefunction(execute):
 
             async def execute_async(*a: Any, **kw: Any) -> Any:
-                if not _active():
+                if not measuring():
                     return await execute(*a, **kw)
-                stack, request = list(pipe.command_stack), _scope.current_request()
-                ts, start = time.time(), time.perf_counter()
+                stack, call = list(pipe.command_stack), _Call(recorder)
                 try:
                     results = await execute(*a, **kw)
                 except Exception:
-                    elapsed = time.perf_counter() - start
-                    recorder.pipeline(stack, None, ts, elapsed, request, True)
+                    call.pipeline(stack, None, failed=True)
                     raise
-                elapsed = time.perf_counter() - start
-                recorder.pipeline(stack, results, ts, elapsed, request, False)
+                call.pipeline(stack, results, failed=False)
                 return results
 
             vars(pipe)["execute"] = execute_async
         else:
 
             def execute_sync(*a: Any, **kw: Any) -> Any:
-                if not _active():
+                if not measuring():
                     return execute(*a, **kw)
-                stack, request = list(pipe.command_stack), _scope.current_request()
-                ts, start = time.time(), time.perf_counter()
+                stack, call = list(pipe.command_stack), _Call(recorder)
                 try:
                     results = execute(*a, **kw)
                 except Exception:
-                    elapsed = time.perf_counter() - start
-                    recorder.pipeline(stack, None, ts, elapsed, request, True)
+                    call.pipeline(stack, None, failed=True)
                     raise
-                elapsed = time.perf_counter() - start
-                recorder.pipeline(stack, results, ts, elapsed, request, False)
+                call.pipeline(stack, results, failed=False)
                 return results
 
             vars(pipe)["execute"] = execute_sync

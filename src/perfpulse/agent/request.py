@@ -7,9 +7,14 @@ request and the response; this module does the rest the same way for all three:
   :class:`~perfpulse.agent.scope.RequestScope` with its ids: the ``trace_id`` of
   a valid W3C ``traceparent`` header (else a new one) and a new 16-hex-digit
   ``request_id`` (a span id);
-- :func:`finish` records the ``http`` event (with the database and cache tallies
-  the scope collected), an ``error`` event for an unhandled exception, and the
-  ``n_plus_one`` findings. It never raises.
+- :func:`finish` writes the outcome into the scope and hands the scope to the
+  agent's transport as it is (a ``deque`` append). It never raises (a failure,
+  its sink's included, is counted as an internal failure);
+- :func:`events` turns a finished request into its ``http`` event (with the
+  database and cache tallies the scope collected), an ``error`` event for an
+  unhandled exception, and the ``n_plus_one`` findings. The transport calls it
+  on its own thread, so a request pays for no dict, no formatting and no
+  traceback; with a sink that takes only events (tests), :func:`finish` calls it.
 
 Routes are templates in one style whatever the framework: Flask's
 ``/users/<int:id>`` and Django's ``users/<int:id>/`` both become
@@ -21,7 +26,7 @@ Example (what a middleware does)::
     rs = begin(headers.get("traceparent"))
     if rs is not None:
         token = enter_request(rs)
-        started = perf_counter()
+        started = perf_counter_ns()
         ...  # call the application
         exit_request(token)
         finish(rs, route, "GET", 200, started, request_bytes=None, response_bytes=512)
@@ -31,17 +36,20 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 import traceback
 from functools import lru_cache
 from random import getrandbits, random
+from time import perf_counter_ns, time_ns
+from typing import Any, TypeVar, overload
+
+import msgspec
 
 from perfpulse.agent import scope as _scope
 from perfpulse.agent.config import Config
-from perfpulse.agent.nplusone import n_plus_one_events
+from perfpulse.agent.nplusone import DEFAULT_THRESHOLD, n_plus_one_events
 from perfpulse.agent.scope import RequestScope
 
-__all__ = ["UNMATCHED", "begin", "error_name", "finish", "template"]
+__all__ = ["UNMATCHED", "HttpEvent", "begin", "error_name", "events", "finish", "template"]
 
 #: The route of a request that no route of the application matched (a 404).
 UNMATCHED = "unmatched"
@@ -49,6 +57,7 @@ UNMATCHED = "unmatched"
 #: The running agent's settings; ``None`` until ``perfpulse.agent.init`` sets them.
 active: Config | None = None
 
+_S = TypeVar("_S", bound=RequestScope)
 _ids = itertools.count(1)
 _salt = 0  # random per process: ids are a counter XOR the salt, unique and cheap
 _trace_prefix = ""
@@ -69,19 +78,30 @@ _ZERO_TRACE = "0" * 32
 _RULE_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 
-def begin(traceparent: str | bytes | None) -> RequestScope | None:
-    """A new request scope, or ``None`` when the agent is off or the request is not sampled."""
+@overload
+def begin(traceparent: str | bytes | None) -> RequestScope | None: ...
+
+
+@overload
+def begin(traceparent: str | bytes | None, scope_type: type[_S]) -> _S | None: ...
+
+
+def begin(
+    traceparent: str | bytes | None, scope_type: type[RequestScope] = RequestScope
+) -> RequestScope | None:
+    """A new request scope (of ``scope_type``, a :class:`RequestScope` or a
+    subclass), or ``None`` when the agent is off or the request is not sampled."""
     config = active
     if config is None or (config.sample_rate < 1.0 and random() >= config.sample_rate):
         return None
-    request_id = f"{next(_ids) ^ _salt:016x}"
+    request_id = "%016x" % (next(_ids) ^ _salt)
     if traceparent is not None:
         if isinstance(traceparent, bytes):
             traceparent = traceparent.decode("latin-1")
         match = _TRACEPARENT.match(traceparent.strip())
         if match is not None and match[1] != _ZERO_TRACE:
-            return RequestScope(request_id=request_id, trace_id=match[1])
-    return RequestScope(request_id=request_id, trace_id=_trace_prefix + request_id)
+            return scope_type(None, request_id, match[1])
+    return scope_type(None, request_id, _trace_prefix + request_id)
 
 
 def outgoing_traceparent(rs: RequestScope | None) -> str | None:
@@ -97,49 +117,128 @@ def finish(
     route: str | None,
     method: str,
     status: int,
-    started: float,
+    started_ns: int,
     *,
     request_bytes: int | None,
     response_bytes: int | None,
 ) -> None:
-    """Record the request's events (see the module docstring). Never raises."""
+    """End the request that started at ``started_ns`` (``time.perf_counter_ns()``)
+    and record it (see the module docstring). Never raises."""
     try:
-        now = time.time()
-        duration_ms = (time.perf_counter() - started) * 1000.0
-        route = (route or UNMATCHED)[:4096]
-        event = {
-            "kind": "http",
-            "ts": now - duration_ms / 1000.0,
-            "route": route,
-            "method": method[:16],
-            "status": status,
-            "duration_ms": duration_ms,
-            "request_id": rs.request_id,
-            "trace_id": rs.trace_id,
-        }
-        if request_bytes is not None:
-            event["request_bytes"] = request_bytes
-        if response_bytes is not None:
-            event["response_bytes"] = response_bytes
-        if rs.db_count:
-            event["db_time_ms"] = rs.db_time_ms
-            event["db_count"] = rs.db_count
-        if rs.cache_hits or rs.cache_misses:
-            event["cache_hits"] = rs.cache_hits
-            event["cache_misses"] = rs.cache_misses
-        error = rs.error
-        if error is not None:
-            event["exception"] = error_name(error)
-        record = _scope.record
-        record(event)
-        if error is not None:
-            record(_error_event(error, route, rs, now))
+        duration_ns = perf_counter_ns() - started_ns
+        sink = _scope.request_sink
         config = active
-        if config is not None and rs.db_count >= config.n_plus_one_threshold:
-            for finding in n_plus_one_events(rs, route, config.n_plus_one_threshold, now):
-                record(finding)
+        threshold = DEFAULT_THRESHOLD if config is None else config.n_plus_one_threshold
+        if sink is not None and rs.error is None and rs.db_count < threshold:
+            # the usual request: its one event, a struct to append (no dict, no encoding)
+            ts = (time_ns() - duration_ns) / 1e9
+            sink(
+                _http_event(
+                    rs, route, method, status, ts, duration_ns, request_bytes, response_bytes
+                )
+            )
+            return
+        rs.route = route
+        rs.method = method
+        rs.status = status
+        rs.started_ns = started_ns
+        rs.duration_ns = duration_ns
+        rs.request_bytes = request_bytes
+        rs.response_bytes = response_bytes
+        if sink is not None:
+            sink(rs)  # an error or N+1 findings: the events are made on the sender's thread
+            return
+        for event in events([rs], threshold):
+            _scope.record(event if type(event) is dict else msgspec.to_builtins(event))
     except Exception:
         _scope.internal_failure("request.finish")
+
+
+class HttpEvent(msgspec.Struct, tag_field="kind", tag="http", omit_defaults=True, gc=False):
+    """The ``http`` event of the wire format, as the transport encodes it: a struct
+    costs a third of a dict to build and encodes faster; ``None`` is left out."""
+
+    ts: float
+    route: str
+    method: str
+    status: int
+    duration_ms: float
+    request_id: str | None
+    trace_id: str | None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    db_time_ms: float | None = None
+    db_count: int | None = None
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    exception: str | None = None
+
+
+def _http_event(
+    rs: RequestScope,
+    route: str | None,
+    method: str,
+    status: int,
+    ts: float,
+    duration_ns: int,
+    request_bytes: int | None,
+    response_bytes: int | None,
+) -> HttpEvent:
+    route = route or UNMATCHED
+    event = HttpEvent(
+        ts,
+        route if len(route) <= 4096 else route[:4096],
+        method[:16],
+        status,
+        duration_ns / 1e6,
+        rs.request_id,
+        rs.trace_id,
+        request_bytes,
+        response_bytes,
+    )
+    if rs.db_count:
+        event.db_time_ms = rs.db_time_ms
+        event.db_count = rs.db_count
+    if rs.cache_hits or rs.cache_misses:
+        event.cache_hits = rs.cache_hits
+        event.cache_misses = rs.cache_misses
+    return event
+
+
+def events(
+    finished: list[RequestScope], n_plus_one_threshold: int = DEFAULT_THRESHOLD
+) -> list[HttpEvent | dict[str, Any]]:
+    """The events of finished requests (their outcome set by :func:`finish`): for
+    each, its ``http`` event (an :class:`HttpEvent`), then an ``error`` event (for
+    an unhandled exception) and ``n_plus_one`` findings (one per fingerprint run at
+    least ``n_plus_one_threshold`` times)."""
+    wall_offset_ns = time_ns() - perf_counter_ns()  # read the clocks once per batch
+    found: list[HttpEvent | dict[str, Any]] = []
+    for rs in finished:
+        ts = (rs.started_ns + wall_offset_ns) / 1e9
+        event = _http_event(
+            rs,
+            rs.route,
+            rs.method,
+            rs.status,
+            ts,
+            rs.duration_ns,
+            rs.request_bytes,
+            rs.response_bytes,
+        )
+        found.append(event)
+        error = rs.error
+        if error is None and rs.db_count < n_plus_one_threshold:
+            continue
+        ended = ts + rs.duration_ns / 1e9
+        try:
+            if error is not None:
+                event.exception = error_name(error)
+                found.append(_error_event(error, event.route, rs, ended))
+            found += n_plus_one_events(rs, event.route, n_plus_one_threshold, ended)
+        except Exception:  # an exception whose str() raises, say: the http event stays
+            _scope.internal_failure("request.events")
+    return found
 
 
 def error_name(error: BaseException) -> str:

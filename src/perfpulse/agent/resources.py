@@ -21,8 +21,11 @@ Where the numbers come from is injected, so tests need no real process::
     sampler = ResourceSampler(proc=FakeSource([...]), clock=iter([100.0, 110.0]).__next__)
     sampler.sample()["process_cpu_pct"]
 
-The real source is :class:`PsutilSource`; it re-opens the process after a
-``fork``, so a gunicorn worker reports its own pid.
+The real source (:func:`default_source`) is
+:class:`~perfpulse.agent.procfs.ProcfsSource` on Linux: it reads ``/proc`` as
+psutil does there, without importing psutil (0.9 MB of RSS). Elsewhere it is
+:class:`PsutilSource`, which re-opens the process after a ``fork``. Both report
+the process reading them, so a gunicorn worker reports its own pid.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psutil
+if TYPE_CHECKING:  # imported by PsutilSource only: 0.9 MB that Linux does without
+    import psutil
 
-__all__ = ["CgroupLimits", "PsutilSource", "Reading", "ResourceSampler", "Source"]
+__all__ = ["CgroupLimits", "PsutilSource", "Reading", "ResourceSampler", "Source", "default_source"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +73,14 @@ class PsutilSource:
     """Reads this process and its host with psutil."""
 
     def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
         self._pid = -1
         self._process: psutil.Process | None = None
 
     def read(self) -> Reading:
+        psutil = self._psutil
         if self._pid != os.getpid():  # first use, or a forked child
             self._pid, self._process = os.getpid(), psutil.Process()
         proc = self._process
@@ -118,7 +126,7 @@ def _none() -> None:
 def _try(read: Callable[[], Any]) -> Any:
     try:
         return read()
-    except (psutil.Error, OSError, NotImplementedError):
+    except Exception:  # psutil.Error, OSError, NotImplementedError: not readable here
         return None
 
 
@@ -181,6 +189,14 @@ _DELTAS = (
 )
 
 
+def default_source() -> Source:
+    """:class:`~perfpulse.agent.procfs.ProcfsSource` where there is a Linux ``/proc``,
+    else :class:`PsutilSource` (psutil is imported only then)."""
+    from perfpulse.agent import procfs  # it imports Reading from here
+
+    return procfs.ProcfsSource() if procfs.available() else PsutilSource()
+
+
 class ResourceSampler:
     """Builds ``resource`` events from a :class:`Source`; keeps the previous reading for deltas."""
 
@@ -191,7 +207,7 @@ class ResourceSampler:
         cgroup: CgroupLimits | None = None,
         pid: Callable[[], int] = os.getpid,
     ) -> None:
-        self.proc = proc or PsutilSource()
+        self.proc = proc or default_source()
         self.clock = clock
         self.cgroup = cgroup or CgroupLimits()
         self.pid = pid

@@ -191,19 +191,11 @@ class EngineInstrumentation:
         end = time.perf_counter()
         try:
             info = conn.info
-            started = info.pop(_START, None)
-            if started is None:
-                return
-            ts, start, request = started
+            if _START not in info:
+                return  # not timed: the agent is off and no request is served
             rowcount = getattr(cursor, "rowcount", -1)
-            self.recorder.record(
-                statement,
-                ts,
-                (end - start) * 1000,
-                request=request,
-                rows=rowcount if isinstance(rowcount, int) and rowcount >= 0 else None,
-                pool_wait_ms=info.pop(_WAIT, None),
-            )
+            rows = rowcount if isinstance(rowcount, int) and rowcount >= 0 else None
+            self._finished(info, statement, end, rows=rows)
         except Exception:
             _scope.internal_failure("sqlalchemy.after")
 
@@ -217,20 +209,34 @@ class EngineInstrumentation:
         except exc.SQLAlchemyError:  # the connection was invalidated or closed
             return
         try:
-            started = info.pop(_START, None)
-            if started is None:
-                return
-            ts, start, request = started
-            self.recorder.record(
-                context.statement,
-                ts,
-                (end - start) * 1000,
-                request=request,
-                error=type(context.original_exception).__name__,
-                pool_wait_ms=info.pop(_WAIT, None),
-            )
+            error = type(context.original_exception).__name__
+            self._finished(info, context.statement, end, error=error)
         except Exception:
             _scope.internal_failure("sqlalchemy.error")
+
+    def _finished(
+        self,
+        info: dict[Any, Any],
+        statement: str,
+        end: float,
+        *,
+        rows: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the statement that ``_before`` started timing on this connection."""
+        started = info.pop(_START, None)
+        if started is None:
+            return
+        ts, start, request = started
+        self.recorder.record(
+            statement,
+            ts,
+            (end - start) * 1000,
+            request=request,
+            rows=rows,
+            error=error,
+            pool_wait_ms=info.pop(_WAIT, None),
+        )
 
     # --- the pool -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from time import perf_counter
+from time import perf_counter_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ class _Request:
         self.status = 0
         self.response_bytes = 0
         self.token = enter_request(rs)
-        self.started = perf_counter()
+        self.started = perf_counter_ns()
 
     def close(self) -> None:
         rs = self.rs
