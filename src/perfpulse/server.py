@@ -66,7 +66,9 @@ class Settings:
     fsync: Literal["always", "interval", "never"] = "always"
     route_cap: int = 1000
     retention: Retention = field(default_factory=Retention)
-    memory_limit: str = "512MB"
+    memory_limit: str = "32MB"  # DuckDB's buffer pool; it spills to disk past it
+    write_memory_limit: str = "256MB"  # while the writer flushes or compacts
+    threads: int = 1  # DuckDB's threads: the event loop keeps a core to itself
     compact_every_s: float = 30.0
     clock: Callable[[], float] = time.time
     rules: Path | None = None  # alerting file; default <data dir>/rules.yaml
@@ -93,7 +95,11 @@ class Collector:
         self.keys = s.keys
         self.metrics = CollectorMetrics()
         self.backend = DuckDBBackend(
-            s.data_dir / "perfpulse.duckdb", retention=s.retention, memory_limit=s.memory_limit
+            s.data_dir / "perfpulse.duckdb",
+            retention=s.retention,
+            memory_limit=s.memory_limit,
+            write_memory_limit=s.write_memory_limit,
+            threads=s.threads,
         )
         self.spool = FileSpool(s.data_dir / "spool", max_bytes=s.spool_max_bytes, fsync=s.fsync)
         self.writer = Writer(
