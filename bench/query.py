@@ -12,18 +12,9 @@ storage code, so a re-run starts at once. The question is asked through
 and is aligned to neither minutes nor hours (so whole hours, edge minutes and
 edge raw rows all answer).
 
-perfpulse runs with the collector's defaults (``--memory-limit 32MB``,
-``--threads 1``). It keeps the rollup parts it has read, merged per series and
-per grouping, until a flush writes to their hours, so a repeated question reads
-only its raw edges: the result is the median of 20 repeated questions, and beside
-it are the first question (nothing kept yet) and a "live" variant in which the
-entries over the window's last hour are dropped before each question, as a
-collector under ingest does on every flush.
-
 The baseline, in the same process on the same file and window: DuckDB's exact
 ``quantile_cont(duration_ms, [0.5, 0.95, 0.99]) ... GROUP BY route`` over the
-raw rows, given DuckDB's own defaults for the run (every core, 512 MB). Both run
-warm (after warm-up runs); the result is the median of 20 runs.
+raw rows. Both run warm (after warm-up runs); the result is the median of 20 runs.
 """
 
 from __future__ import annotations
@@ -63,11 +54,7 @@ COMPACT_EVERY = 4  # flushes between compactions (200,000 events, about 29 minut
 QS = (0.5, 0.95, 0.99)
 TARGET_MS = 50.0
 TARGET_RATIO = 0.15
-MEMORY_LIMIT = "32MB"  # the collector's defaults (--memory-limit, --write-memory-limit, --threads)
-WRITE_MEMORY_LIMIT = "256MB"
-THREADS = 1
-EXACT_SETTINGS = (f"SET threads = {os.cpu_count() or 1}", "SET memory_limit = '512MB'")
-OURS_SETTINGS = (f"SET threads = {THREADS}", f"SET memory_limit = '{MEMORY_LIMIT}'")
+MEMORY_LIMIT = "512MB"  # the collector's default (--memory-limit)
 
 
 def _code_hash() -> str:
@@ -102,12 +89,7 @@ def build(n: int) -> dict[str, Any]:
     d.mkdir(parents=True)
     end = time.time()
     start = end - HOURS * 3600
-    backend = DuckDBBackend(
-        d / "perfpulse.duckdb",
-        memory_limit=MEMORY_LIMIT,
-        write_memory_limit=WRITE_MEMORY_LIMIT,
-        threads=THREADS,
-    )
+    backend = DuckDBBackend(d / "perfpulse.duckdb", memory_limit=MEMORY_LIMIT)
     gen_s = write_s = compact_s = 0.0
     progress: list[tuple[int, float]] = []  # (rows written, seconds of the last 20 flushes)
     window = 0.0
@@ -180,9 +162,7 @@ def run(quick: bool = False) -> Report:
     runs, base_runs = (10, 3) if quick else (20, 10)
     meta = build(n)
     path = cache_dir(n) / "perfpulse.duckdb"
-    backend = DuckDBBackend(
-        path, memory_limit=MEMORY_LIMIT, write_memory_limit=WRITE_MEMORY_LIMIT, threads=THREADS
-    )
+    backend = DuckDBBackend(path, memory_limit=MEMORY_LIMIT)
     try:
         return _measure(backend, path, meta, n, runs, base_runs, quick)
     finally:
@@ -198,15 +178,8 @@ def _measure(
     base_runs: int,
     quick: bool,
 ) -> Report:
-    # The baseline goes through the same DuckDB instance (a second one on the file
-    # would need the same configuration), switched to DuckDB's defaults meanwhile.
-    con = backend._con.cursor()
+    con = duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT})
     con.execute("SET TimeZone = 'UTC'")
-
-    def settings(statements: tuple[str, ...]) -> None:
-        for statement in statements:
-            con.execute(statement)
-
     to = meta["end"] - 0.25
     frm = to - HOURS * 3600
     params = {
@@ -218,11 +191,8 @@ def _measure(
         "explain": "1",
     }
     query = Query(backend)
-    first_cpu: list[float] = []
-    first = _times(lambda: query.percentiles(params), 1, 0, first_cpu)[0]
     answer = query.percentiles(params)
     window = [round(frm * 1e6), round(to * 1e6)]
-    last_hour = int(to // 3600 * 3600)
     where = "duration_ms IS NOT NULL AND ts >= make_timestamp(?) AND ts < make_timestamp(?)"
     exact_sql = (
         f"SELECT route, count(*), quantile_cont(duration_ms, {list(QS)}) FROM http "
@@ -241,34 +211,21 @@ def _measure(
     def storage() -> None:
         backend.sketch(sq)
 
-    def live() -> None:
-        backend._cache.forget([last_hour])  # as a flush into the last hour does
-        query.percentiles(params)
-
-    # Warm up, then interleave them so drifting load on the machine hits each alike.
-    for f in (ask, ask, ask, storage, live):
+    # Warm up, then interleave the three so drifting load on the machine hits each alike.
+    for f in (ask, ask, ask, exact_query, storage):
         f()
-    settings(EXACT_SETTINGS)
-    exact_query()
-    settings(OURS_SETTINGS)
     ours: list[float] = []
     ours_cpu: list[float] = []
     exact: list[float] = []
     exact_cpu: list[float] = []
     duck: list[float] = []
-    lived: list[float] = []
     for i in range(runs):
         ours += _times(ask, 1, 0, ours_cpu)
         duck += _times(storage, 1, 0)
         if i % (runs // base_runs) == 0 and len(exact) < base_runs:
-            settings(EXACT_SETTINGS)
             exact += _times(exact_query, 1, 0, exact_cpu)
-            settings(OURS_SETTINGS)
-            lived += _times(live, 1, 0)
-        query.percentiles(params)  # the cache as it was before the live run
 
     # Sanity: our answer against the exact nearest-rank quantiles (quantile_disc).
-    settings(EXACT_SETTINGS)
     disc = {
         r[0]: (r[1], r[2])
         for r in con.execute(
@@ -292,7 +249,6 @@ def _measure(
             counts[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
         except duckdb.Error:
             continue
-    settings(OURS_SETTINGS)
     profile = _profile(lambda: query.percentiles(params))
     con.close()
 
@@ -318,20 +274,6 @@ def _measure(
             ratio=ours_med / exact_med,
         ),
         Result(f"{label}: p95 of {runs}", _p95(ours), "ms", "exact quantile_cont p95", _p95(exact)),
-        Result(
-            f"{label}: the first question (nothing kept yet)",
-            first,
-            "ms",
-            "exact quantile_cont",
-            exact_med,
-        ),
-        Result(
-            f"{label}: live (the last hour's parts read again), median of {len(lived)}",
-            statistics.median(lived),
-            "ms",
-            "exact quantile_cont",
-            exact_med,
-        ),
         Result(
             f"{label}: CPU time per query, all threads (median)",
             statistics.median(ours_cpu),
@@ -376,14 +318,6 @@ def _measure(
                     f"{statistics.median(duck):.1f} ms median",
                 ],
                 ["exact quantile_cont: median / min", f"{exact_med:.1f} / {min(exact):.1f} ms"],
-                [
-                    "first question (nothing kept): wall / CPU",
-                    f"{first:.1f} / {first_cpu[0]:.1f} ms",
-                ],
-                [
-                    "live (last hour read again): all runs",
-                    ", ".join(f"{x:.1f}" for x in lived) + " ms",
-                ],
                 [
                     "rows (all metrics): " + " / ".join(counts),
                     " / ".join(f"{v:,}" for v in counts.values()),

@@ -67,11 +67,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route-cap", type=int, default=1000, help="distinct routes per service")
     p.add_argument("--raw-retention-days", type=float, default=14.0)
     p.add_argument("--rollup-retention-days", type=float, default=400.0)
-    p.add_argument("--memory-limit", default="32MB", help="DuckDB memory limit")
-    p.add_argument(
-        "--write-memory-limit", default="256MB", help="DuckDB memory limit while writing"
-    )
-    p.add_argument("--threads", type=int, default=1, help="DuckDB threads")
+    p.add_argument("--memory-limit", default="512MB", help="DuckDB memory limit")
     p.add_argument("--log-level", default="info")
 
 
@@ -89,8 +85,6 @@ def _settings(args: argparse.Namespace) -> Any:
             raw_s=args.raw_retention_days * DAY, rollup_s=args.rollup_retention_days * DAY
         ),
         memory_limit=args.memory_limit,
-        write_memory_limit=args.write_memory_limit,
-        threads=args.threads,
         rules=args.rules,
         budgets=args.budgets,
     )

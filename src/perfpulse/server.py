@@ -66,9 +66,7 @@ class Settings:
     fsync: Literal["always", "interval", "never"] = "always"
     route_cap: int = 1000
     retention: Retention = field(default_factory=Retention)
-    memory_limit: str = "32MB"  # DuckDB's buffer pool; it spills to disk past it
-    write_memory_limit: str = "256MB"  # while the writer flushes or compacts
-    threads: int = 1  # DuckDB's threads: the event loop keeps a core to itself
+    memory_limit: str = "512MB"
     compact_every_s: float = 30.0
     clock: Callable[[], float] = time.time
     rules: Path | None = None  # alerting file; default <data dir>/rules.yaml
@@ -95,11 +93,7 @@ class Collector:
         self.keys = s.keys
         self.metrics = CollectorMetrics()
         self.backend = DuckDBBackend(
-            s.data_dir / "perfpulse.duckdb",
-            retention=s.retention,
-            memory_limit=s.memory_limit,
-            write_memory_limit=s.write_memory_limit,
-            threads=s.threads,
+            s.data_dir / "perfpulse.duckdb", retention=s.retention, memory_limit=s.memory_limit
         )
         self.spool = FileSpool(s.data_dir / "spool", max_bytes=s.spool_max_bytes, fsync=s.fsync)
         self.writer = Writer(

@@ -2,11 +2,7 @@
 
 Writes arrive as columns (numpy arrays) from the single writer thread, in one
 transaction per flush together with the batch ids and the spool checkpoint, so
-a crash either stores a flush whole or not at all. Within it, the rollup
-statements run first and each drops its intermediate table once the next has
-read it, and the raw rows go in last, so that with a small ``memory_limit`` a
-large flush still fits: what a transaction holds until its commit is the raw
-rows and the rollup rows, not every intermediate at once. Each flush also appends its
+a crash either stores a flush whole or not at all. Each flush also appends its
 per-minute and per-hour sketch rows (``rollup_1m``, ``rollup_1h``); repeated
 keys from many flushes are merged later by :meth:`DuckDBBackend.compact`, and
 reads ``SUM`` them anyway, so answers are exact at every moment.
@@ -23,10 +19,8 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +93,10 @@ class DuckDBBackend:
         retention: Retention | None = None,
         memory_limit: str = "512MB",
         threads: int | None = None,
-        write_memory_limit: str | None = None,
     ) -> None:
         self.path = path
         self.retention = retention or Retention()
-        self.memory_limit = memory_limit
-        self.write_memory_limit = write_memory_limit
-        config: dict[str, str | bool | int | float | list[str]] = {
-            "memory_limit": memory_limit,
-            # hand memory freed after each task back at once, not past 128 MB
-            "allocator_flush_threshold": "1MB",
-            "allocator_background_threads": True,
-        }
+        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit}
         if threads:
             config["threads"] = threads
         self._con = duckdb.connect(str(path) if path else ":memory:", config=config)
@@ -126,65 +112,44 @@ class DuckDBBackend:
 
     # --- writes (writer thread) -----------------------------------------------
 
-    @contextlib.contextmanager
-    def _roomy(self) -> Iterator[None]:
-        """While the writer works, the larger ``write_memory_limit``: building the
-        sketch lists of a large flush or compaction cannot spill to disk, and DuckDB
-        fails rather than wait. Set back (which evicts down to it) when done."""
-        if self.write_memory_limit is None:
-            yield
-            return
-        self._con.execute(f"SET memory_limit = '{self.write_memory_limit}'")
-        try:
-            yield
-        finally:
-            self._con.execute(f"SET memory_limit = '{self.memory_limit}'")
-
     def write(self, flush: Flush) -> None:
         con = self._con
         tables = [t for t, columns in flush.tables.items() if column_length(columns)]
-        rollup = sql.flush_rollup(tables)
         hours: set[int] = set()
-        with self._lock, self._roomy():
+        with self._lock:
+            con.execute("BEGIN")
             try:
                 for table in tables:
                     con.register(sql.input_name(table), _relation(table, flush.tables[table]))
-                if rollup:  # temporary tables, committed each: DuckDB can evict them
-                    con.execute(rollup)
-                    con.execute(sql.INSERT_NEW_SERIES)  # a series without rows is harmless
-                    con.execute(sql.CREATE_FLUSH_IDS)
-                    con.execute("DROP TABLE _flush_rollup")
-                con.execute("BEGIN")
-                try:
-                    if rollup:
-                        con.execute(sql.INSERT_1M_FROM_FLUSH)
-                        con.execute(sql.INSERT_1H_FROM_FLUSH)
-                        minutes = {int(m) for (m,) in con.execute(sql.FLUSH_MINUTES).fetchall()}
-                        hours = {m // 3600 * 3600 for m in minutes}
-                    for table in tables:
-                        con.execute(sql.insert_raw(table))
-                    if flush.batches:
-                        con.execute(
-                            sql.INSERT_BATCHES,
-                            [
-                                [int(ts * 1_000_000) for ts, _ in flush.batches],
-                                [key for _, key in flush.batches],
-                            ],
-                        )
-                    con.execute(sql.SET_CHECKPOINT, [flush.checkpoint])
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
+                    con.execute(sql.insert_raw(table))
+                rollup = sql.flush_rollup(tables)
                 if rollup:
+                    con.execute(rollup)
+                    con.execute(sql.INSERT_NEW_SERIES)
+                    con.execute(sql.INSERT_1M_FROM_FLUSH)
+                    con.execute(sql.INSERT_1H_FROM_FLUSH)
+                    minutes = {int(m) for (m,) in con.execute(sql.FLUSH_MINUTES).fetchall()}
                     self._dirty_minutes |= minutes
+                    hours = {m // 3600 * 3600 for m in minutes}
                     self._dirty_hours |= hours
+                    con.execute("DROP TABLE _flush_rollup")
+                if flush.batches:
+                    con.execute(
+                        sql.INSERT_BATCHES,
+                        [
+                            [int(ts * 1_000_000) for ts, _ in flush.batches],
+                            [key for _, key in flush.batches],
+                        ],
+                    )
+                con.execute(sql.SET_CHECKPOINT, [flush.checkpoint])
+                con.execute("COMMIT")
                 self._cache.forget(hours)  # after the commit: see PartCache.put
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
             finally:
                 for table in tables:
                     con.unregister(sql.input_name(table))
-                con.execute("DROP TABLE IF EXISTS _flush_rollup")
-                con.execute("DROP TABLE IF EXISTS _flush_ids")
 
     def checkpoint(self) -> int:
         row = self._cursor().execute(sql.GET_CHECKPOINT).fetchone()
@@ -203,7 +168,7 @@ class DuckDBBackend:
 
     def compact(self) -> int:
         """Merge the partial rollup rows of every time slot touched since last time."""
-        with self._lock, self._roomy():
+        with self._lock:
             minutes, hours = sorted(self._dirty_minutes), sorted(self._dirty_hours)
             self._dirty_minutes.clear()
             self._dirty_hours.clear()
@@ -214,15 +179,13 @@ class DuckDBBackend:
                     continue
                 us = [slot * 1_000_000 for slot in slots]
                 params = {"lo": us[0], "hi": us[-1], "slots": us}
-                dups, make, delete, insert = sql.compact_slots(table)
+                make, delete, insert = sql.compact_slots(table)
                 con.execute("BEGIN")
                 try:
-                    con.execute(dups, params)
                     con.execute(make, params)
                     before = con.execute(delete, params).fetchone()
                     after = con.execute(insert).fetchone()
                     con.execute("DROP TABLE _merged")
-                    con.execute("DROP TABLE _dups")
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
