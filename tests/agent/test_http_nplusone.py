@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+import threading
 from typing import Any
 
 from perfpulse.agent import request as agent_request
@@ -70,6 +72,30 @@ def test_traceparent_is_used_only_when_valid(captured: list[dict[str, Any]]) -> 
         assert other.trace_id != "0" * 32
     ids = {begin(None).request_id for _ in range(1000)}  # type: ignore[union-attr]
     assert len(ids) == 1000
+
+
+def test_request_ids_are_unique_across_threads_and_id_blocks(
+    captured: list[dict[str, Any]],
+) -> None:
+    """Ids are made 256 to a block (see request.py): threads that cross block
+    boundaries together still never share one."""
+    per_thread = 5000
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        for _ in range(per_thread):
+            rs = begin(None)
+            assert rs is not None and rs.request_id is not None
+            out.append(rs.request_id)
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for out in made for i in out]
+    assert len(set(ids)) == len(ids) == 4 * per_thread
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
 
 
 def test_sampling_is_decided_per_request(captured: list[dict[str, Any]]) -> None:

@@ -110,28 +110,43 @@ class _Exchange(RequestScope):
             route = self.route = starlette_route(self.asgi_scope)
         return route
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        # not ``async``: it returns the server's awaitable as it is, so a message
+        # costs no coroutine of its own
         kind = message["type"]
         if kind == "http.response.body":
             self.sent += len(message.get("body", b""))
         elif kind == "http.response.start":
             self.status = message["status"]
-        await self.downstream(message)
+        return self.downstream(message)
 
 
 async def _completed(message: Message) -> None:
     raise RuntimeError(f"ASGI message {message.get('type')!r} sent after the response completed")
 
 
+# id(route) -> (route, template) for routes outside any Mount: the template of a
+# route object never changes, and holding the route keeps its id from being reused
+# (Starlette's routes define ``__eq__``, so they cannot be keys themselves).
+_plain_routes: dict[int, tuple[object, str]] = {}
+_PLAIN_ROUTES_MAX = 4096
+
+
 def starlette_route(scope: Scope) -> str | None:
     """The template of the route Starlette matched, or ``None`` before routing or on a 404."""
     route = scope.get("route")
+    nested = "app_root_path" in scope  # inside a Mount: its matched prefix is in root_path
+    if not nested:
+        known = _plain_routes.get(id(route))
+        if known is not None and known[0] is route:
+            return known[1]
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return None
-    mounted = ""
-    if "app_root_path" in scope:  # inside a Mount: its matched prefix is in root_path
-        mounted = scope.get("root_path", "")[len(scope["app_root_path"]) :]
+    mounted = scope.get("root_path", "")[len(scope["app_root_path"]) :] if nested else ""
     if isinstance(route, Mount):  # the Mount itself matched: an app mounted whole (static files)
         return _request.template(mounted + "/{path}")
-    return _request.template(mounted + path)
+    found = _request.template(mounted + path)
+    if not nested and len(_plain_routes) < _PLAIN_ROUTES_MAX:
+        _plain_routes[id(route)] = (route, found)
+    return found

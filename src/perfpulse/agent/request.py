@@ -7,10 +7,14 @@ request and the response; this module does the rest the same way for all three:
   :class:`~perfpulse.agent.scope.RequestScope` with its ids: the ``trace_id`` of
   a valid W3C ``traceparent`` header (else a new one) and a new 16-hex-digit
   ``request_id`` (a span id);
-- :func:`finish` writes the outcome into the scope and hands the scope to the
-  agent's transport as it is (a ``deque`` append). It never raises (a failure,
-  its sink's included, is counted as an internal failure);
-- :func:`events` turns a finished request into its ``http`` event (with the
+- :func:`finish` hands the finished request to the agent's transport (a
+  ``deque`` append). The usual request, with no error and no N+1 finding, is
+  queued as its ``http`` event, an :class:`HttpEvent` struct (a third of a
+  dict's cost, and nothing left to do on the sender's thread but encode it).
+  A request with more to report keeps its outcome in its scope and the scope
+  is queued instead. It never raises (a failure, its sink's included, is
+  counted as an internal failure);
+- :func:`events` turns queued scopes into their ``http`` event (with the
   database and cache tallies the scope collected), an ``error`` event for an
   unhandled exception, and the ``n_plus_one`` findings. The transport calls it
   on its own thread, so a request pays for no dict, no formatting and no
@@ -58,16 +62,23 @@ UNMATCHED = "unmatched"
 active: Config | None = None
 
 _S = TypeVar("_S", bound=RequestScope)
+# Request ids: 16 hex digits, unique in the process and cheap to make. The n-th id
+# is 14 digits for ``(n >> 8) XOR salt`` then 2 for ``n & 0xFF``, a bijection of
+# the counter; the 14 digits are formatted once per 256 ids (``%016x`` per request
+# cost 0.36 µs, this 0.1). ``itertools.count`` hands each thread its own ``n``.
 _ids = itertools.count(1)
-_salt = 0  # random per process: ids are a counter XOR the salt, unique and cheap
+_salt = 0  # random per process, 56 bits
+_block: tuple[int, str] = (-1, "")  # (n >> 8, its 14 digits): one global, read atomically
+_LOW = tuple(f"{i:02x}" for i in range(256))
 _trace_prefix = ""
 
 
 def reseed() -> None:
     """New random id salts: at ``init`` and in a forked child (or it would repeat the parent's ids)."""
-    global _ids, _salt, _trace_prefix
+    global _ids, _salt, _block, _trace_prefix
     _ids = itertools.count(1)
-    _salt = getrandbits(64)
+    _salt = getrandbits(56)
+    _block = (-1, "")
     _trace_prefix = f"{getrandbits(64):016x}"
 
 
@@ -91,10 +102,15 @@ def begin(
 ) -> RequestScope | None:
     """A new request scope (of ``scope_type``, a :class:`RequestScope` or a
     subclass), or ``None`` when the agent is off or the request is not sampled."""
+    global _block
     config = active
     if config is None or (config.sample_rate < 1.0 and random() >= config.sample_rate):
         return None
-    request_id = "%016x" % (next(_ids) ^ _salt)
+    n = next(_ids)  # new_request_id(), inline: every request comes here
+    block = _block
+    if block[0] != n >> 8:
+        block = _block = (n >> 8, "%014x" % ((n >> 8) ^ _salt))
+    request_id = block[1] + _LOW[n & 0xFF]
     if traceparent is not None:
         if isinstance(traceparent, bytes):
             traceparent = traceparent.decode("latin-1")
@@ -130,13 +146,27 @@ def finish(
         config = active
         threshold = DEFAULT_THRESHOLD if config is None else config.n_plus_one_threshold
         if sink is not None and rs.error is None and rs.db_count < threshold:
-            # the usual request: its one event, a struct to append (no dict, no encoding)
-            ts = (time_ns() - duration_ns) / 1e9
-            sink(
-                _http_event(
-                    rs, route, method, status, ts, duration_ns, request_bytes, response_bytes
-                )
+            # the usual request: its one event, a struct to append (no dict, no encoding);
+            # _http_event inline, as every request comes here
+            route = route or UNMATCHED
+            event = HttpEvent(
+                (time_ns() - duration_ns) / 1e9,
+                route if len(route) <= 4096 else route[:4096],
+                method[:16],
+                status,
+                duration_ns / 1e6,
+                rs.request_id,
+                rs.trace_id,
+                request_bytes,
+                response_bytes,
             )
+            if rs.db_count:
+                event.db_time_ms = rs.db_time_ms
+                event.db_count = rs.db_count
+            if rs.cache_hits or rs.cache_misses:
+                event.cache_hits = rs.cache_hits
+                event.cache_misses = rs.cache_misses
+            sink(event)
             return
         rs.route = route
         rs.method = method
@@ -148,8 +178,8 @@ def finish(
         if sink is not None:
             sink(rs)  # an error or N+1 findings: the events are made on the sender's thread
             return
-        for event in events([rs], threshold):
-            _scope.record(event if type(event) is dict else msgspec.to_builtins(event))
+        for made in events([rs], threshold):
+            _scope.record(made if type(made) is dict else msgspec.to_builtins(made))
     except Exception:
         _scope.internal_failure("request.finish")
 

@@ -106,11 +106,11 @@ class RequestScope:
     """One request being served: its ids, the tallies that database and cache
     instrumentation fill in and, once it ended, its outcome.
 
-    When the request ends, :func:`perfpulse.agent.request.finish` fills in the
-    outcome (``method``, ``status``, ``started_ns``, ``duration_ns``, the byte
-    counts; they are unset before) and hands the scope itself to the agent: it
-    is the request's record, turned into events on the sender's thread, so a
-    request allocates nothing else.
+    When the request ends, :func:`perfpulse.agent.request.finish` queues its
+    ``http`` event. A request with an error or N+1 findings instead gets its
+    outcome written here (``method``, ``status``, ``started_ns``,
+    ``duration_ns``, the byte counts; they are unset before) and the scope
+    itself is queued, to be turned into events on the sender's thread.
     """
 
     __slots__ = (
