@@ -172,7 +172,7 @@ _IMPORTS = """
 import json, psutil
 p = psutil.Process()
 out = [("python", p.memory_info().rss)]
-for name in ("duckdb", "pyarrow", "starlette.applications", "uvicorn", "httpx", "msgspec",
+for name in ("duckdb", "numpy", "starlette.applications", "uvicorn", "httpx", "msgspec",
              "prometheus_client", "perfpulse.server"):
     __import__(name)
     out.append((name, p.memory_info().rss))

@@ -126,12 +126,14 @@ class DuckDBBackend:
                 if rollup:
                     con.execute(rollup)
                     con.execute(sql.INSERT_NEW_SERIES)
+                    con.execute(sql.CREATE_FLUSH_IDS)
                     con.execute(sql.INSERT_1M_FROM_FLUSH)
                     con.execute(sql.INSERT_1H_FROM_FLUSH)
                     minutes = {int(m) for (m,) in con.execute(sql.FLUSH_MINUTES).fetchall()}
                     self._dirty_minutes |= minutes
                     hours = {m // 3600 * 3600 for m in minutes}
                     self._dirty_hours |= hours
+                    con.execute("DROP TABLE _flush_ids")
                     con.execute("DROP TABLE _flush_rollup")
                 if flush.batches:
                     con.execute(
@@ -179,13 +181,15 @@ class DuckDBBackend:
                     continue
                 us = [slot * 1_000_000 for slot in slots]
                 params = {"lo": us[0], "hi": us[-1], "slots": us}
-                make, delete, insert = sql.compact_slots(table)
+                dups, make, delete, insert = sql.compact_slots(table)
                 con.execute("BEGIN")
                 try:
+                    con.execute(dups, params)
                     con.execute(make, params)
                     before = con.execute(delete, params).fetchone()
                     after = con.execute(insert).fetchone()
                     con.execute("DROP TABLE _merged")
+                    con.execute("DROP TABLE _dups")
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
