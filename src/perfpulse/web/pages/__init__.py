@@ -38,6 +38,25 @@ class PageContext:
     args: dict[str, str] = field(default_factory=dict)
 
 
+#: Raw-row breakdowns (hot spots, worst scripts, largest resources) scan events, so
+#: they read at most this much of the end of a longer window.
+RAW_SPAN_S = 86_400
+
+
+def raw_start(ctx: PageContext) -> float:
+    """Where raw breakdowns start: the window's start, or :data:`RAW_SPAN_S` before its end."""
+    return max(ctx.view.start, ctx.view.end - RAW_SPAN_S)
+
+
+def raw_params(ctx: PageContext, **more: str) -> dict[str, str]:
+    """Breakdown parameters over (the end of) this window, with the page filter."""
+    params = ctx.view.params(None, **more)
+    params["from"] = repr(raw_start(ctx))
+    if "page" in ctx.view.filters:  # every RUM table has the page column
+        params["page"] = ctx.view.filters["page"]
+    return params
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     path: str

@@ -20,8 +20,7 @@ from typing import Any
 from perfpulse.model.catalog import CATALOG
 from perfpulse.query.rows import rows
 from perfpulse.web.charts import split_chart
-from perfpulse.web.pages import PageContext
-from perfpulse.web.pages.vitals import raw_params, raw_start
+from perfpulse.web.pages import PageContext, raw_params, raw_start
 
 TRANSFER, DECODED, COUNT = (
     CATALOG["rum.resource.transfer"],

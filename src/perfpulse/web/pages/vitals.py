@@ -24,7 +24,7 @@ from perfpulse.model.catalog import CATALOG, RATINGS, VITALS, Metric
 from perfpulse.query.rows import rows
 from perfpulse.query.service import QueryError
 from perfpulse.web.charts import line_chart
-from perfpulse.web.pages import PageContext, gather
+from perfpulse.web.pages import PageContext, gather, raw_params, raw_start
 
 SPLITS = {
     "page": "Page",
@@ -35,8 +35,6 @@ SPLITS = {
 DEFAULT_METRIC = "LCP"
 DEFAULT_SPLIT = "page"
 TOP_N = 10
-# Raw breakdowns scan events, so they read at most the last day of a longer window.
-RAW_SPAN_S = 86_400
 # The attribution tables of a vital: (table id, title, attribution key, column heading).
 HOT_SPOTS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "LCP": (
@@ -60,20 +58,6 @@ def chosen(ctx: PageContext) -> tuple[str, str]:
     if by not in SPLITS:
         raise QueryError(f"unknown split {by!r}; one of {', '.join(SPLITS)}")
     return name, by
-
-
-def raw_start(ctx: PageContext) -> float:
-    """Where raw breakdowns start: the window's start, or :data:`RAW_SPAN_S` before its end."""
-    return max(ctx.view.start, ctx.view.end - RAW_SPAN_S)
-
-
-def raw_params(ctx: PageContext, **more: str) -> dict[str, str]:
-    """Breakdown parameters over (the end of) this window, with the page filter."""
-    params = ctx.view.params(None, **more)
-    params["from"] = repr(raw_start(ctx))
-    if "page" in ctx.view.filters:  # every RUM table has the page column
-        params["page"] = ctx.view.filters["page"]
-    return params
 
 
 def _rate(m: Metric, p75: float | None) -> str | None:
