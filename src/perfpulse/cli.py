@@ -67,7 +67,17 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route-cap", type=int, default=1000, help="distinct routes per service")
     p.add_argument("--raw-retention-days", type=float, default=14.0)
     p.add_argument("--rollup-retention-days", type=float, default=400.0)
-    p.add_argument("--memory-limit", default="512MB", help="DuckDB memory limit")
+    p.add_argument(
+        "--memory-limit",
+        default="64MB",
+        help="DuckDB's memory limit while the collector only ingests",
+    )
+    p.add_argument(
+        "--burst-memory-limit",
+        default="512MB",
+        help="DuckDB's memory limit while queries run (and 30 s after), and for a write "
+        "that did not fit in --memory-limit",
+    )
     p.add_argument("--log-level", default="info")
 
 
@@ -85,6 +95,7 @@ def _settings(args: argparse.Namespace) -> Any:
             raw_s=args.raw_retention_days * DAY, rollup_s=args.rollup_retention_days * DAY
         ),
         memory_limit=args.memory_limit,
+        burst_memory_limit=args.burst_memory_limit,
         rules=args.rules,
         budgets=args.budgets,
     )

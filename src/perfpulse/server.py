@@ -44,7 +44,11 @@ from perfpulse.query.rows import rows as breakdown
 from perfpulse.query.service import Query, QueryError
 from perfpulse.query.telemetry import Telemetry
 from perfpulse.spool.file import FileSpool
-from perfpulse.store.duckdb.backend import DuckDBBackend
+from perfpulse.store.duckdb.backend import (
+    DEFAULT_BURST_MEMORY_LIMIT,
+    DEFAULT_MEMORY_LIMIT,
+    DuckDBBackend,
+)
 from perfpulse.store.retention import DAY, Retention
 from perfpulse.store.writer import Writer
 from perfpulse.telemetry import CollectorMetrics, gauge
@@ -66,7 +70,8 @@ class Settings:
     fsync: Literal["always", "interval", "never"] = "always"
     route_cap: int = 1000
     retention: Retention = field(default_factory=Retention)
-    memory_limit: str = "512MB"
+    memory_limit: str = DEFAULT_MEMORY_LIMIT  # DuckDB's, while only ingesting
+    burst_memory_limit: str | None = DEFAULT_BURST_MEMORY_LIMIT  # while reads run
     compact_every_s: float = 30.0
     clock: Callable[[], float] = time.time
     rules: Path | None = None  # alerting file; default <data dir>/rules.yaml
@@ -93,7 +98,10 @@ class Collector:
         self.keys = s.keys
         self.metrics = CollectorMetrics()
         self.backend = DuckDBBackend(
-            s.data_dir / "perfpulse.duckdb", retention=s.retention, memory_limit=s.memory_limit
+            s.data_dir / "perfpulse.duckdb",
+            retention=s.retention,
+            memory_limit=s.memory_limit,
+            burst_memory_limit=s.burst_memory_limit,
         )
         self.spool = FileSpool(s.data_dir / "spool", max_bytes=s.spool_max_bytes, fsync=s.fsync)
         self.writer = Writer(

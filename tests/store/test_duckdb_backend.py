@@ -228,3 +228,43 @@ def test_a_flush_stores_missing_values_as_null_and_every_value_exactly() -> None
         ("/a", 5.0, None, None, None, None, None, None, None, None),
         ("/b", 7.5, 2**40, None, 1.25, None, 1, "E", "r", "t"),
     ]
+
+
+def _limit(db: DuckDBBackend) -> str:
+    row = db._cursor().execute("SELECT current_setting('memory_limit')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() -> None:
+    """A flush of 40,000 rows over 3,000 routes does not fit in 16 MB of DuckDB
+    memory (nor does a read of them by route): with one fixed limit it fails, with
+    a burst limit it is tried again under it and succeeds; once nothing needs the
+    room, the limit goes back to the steady one."""
+    rng = random.Random(5)
+    rows = [
+        http_row(NOW - rng.uniform(0, 3600), f"/r{rng.randrange(3000)}", rng.lognormvariate(3, 1))
+        for _ in range(200_000)
+    ]
+    fixed = DuckDBBackend(None, memory_limit="16MB", burst_memory_limit=None)
+    with pytest.raises(duckdb.OutOfMemoryException):
+        load(fixed, rows)
+    fixed.close()
+
+    db = DuckDBBackend(None, memory_limit="16MB", burst_memory_limit="512MB")
+    steady = _limit(db)
+    load(db, rows)  # every flush ran out of 16 MB and was written again under the burst
+    assert db.row_counts()["http"] == len(rows)
+    assert db.memory.raised  # within linger_s of the last big write
+    with db.memory.room():
+        burst = _limit(db)
+    assert burst != steady
+    q = SketchQuery(metric=HTTP, start=NOW - 3 * 3600, end=NOW + 1, by=("route",), qs=(0.5,))
+    groups, _ = db.sketch(q)
+    assert sum(g.count for g in groups) == len(rows)
+    db.memory.relax()
+    assert _limit(db) == burst  # a read ended less than linger_s ago: still raised
+    db.memory.linger_s = 0.0
+    db.memory.relax()
+    assert not db.memory.raised and _limit(db) == steady
+    db.close()

@@ -19,10 +19,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 import numpy as np
@@ -83,6 +86,102 @@ def _relation(table: str, columns: Columns) -> dict[str, npt.NDArray[Any]]:
     }
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: DuckDB's memory limit while the collector only ingests (``--memory-limit``).
+DEFAULT_MEMORY_LIMIT = "64MB"
+#: ... while reads run, and for a write that did not fit (``--burst-memory-limit``).
+DEFAULT_BURST_MEMORY_LIMIT = "512MB"
+
+
+class MemoryBudget:
+    """DuckDB's ``memory_limit``, by what the collector is doing.
+
+    Ingest alone needs little: the limit is ``steady`` then. Reads (a dashboard
+    page asks several questions at once over millions of rows) need far more, and
+    the aggregates that build sketch lists cannot spill to disk, so DuckDB fails
+    rather than wait. While any read runs, and for ``linger_s`` after the last
+    one ended, the limit is ``burst``; a write that did not fit in ``steady`` is
+    tried again under ``burst`` too. :meth:`relax` sets ``steady`` back once
+    nothing needs more, which makes DuckDB evict down to it.
+
+    ``burst=None``: one fixed limit, ``steady``.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        steady: str,
+        burst: str | None,
+        *,
+        linger_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._con = con  # a connection of its own, used under the lock
+        self.steady = steady
+        self.burst = burst
+        self.linger_s = linger_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = 0.0
+        self.raised = False
+        if burst is not None:  # a bad value fails here, at start, not at the first read
+            self._set(burst)
+            self._set(steady)
+
+    def _set(self, limit: str) -> None:
+        self._con.execute(f"SET memory_limit = '{limit}'")
+
+    @contextlib.contextmanager
+    def room(self) -> Iterator[None]:
+        """``burst`` while the block runs (and ``linger_s`` after)."""
+        if self.burst is None:
+            yield
+            return
+        with self._lock:
+            self._active += 1
+            if not self.raised:
+                self._set(self.burst)
+                self.raised = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._since = self._clock()
+
+    def relax(self) -> None:
+        """Back to ``steady`` when nothing has needed more for ``linger_s``."""
+        if not self.raised or self._active:
+            return
+        with self._lock:
+            if self.raised and not self._active and self._clock() - self._since >= self.linger_s:
+                try:
+                    self._set(self.steady)
+                except duckdb.Error:  # too much still in use to evict: next time
+                    return
+                self.raised = False
+
+
+def _reads(
+    method: Callable[Concatenate[DuckDBBackend, _P], _R],
+) -> Callable[Concatenate[DuckDBBackend, _P], _R]:
+    """A read method, run with the memory budget's ``burst`` limit."""
+
+    def read(self: DuckDBBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.memory.room():
+            return method(self, *args, **kwargs)
+
+    read.__name__, read.__qualname__, read.__doc__ = (
+        method.__name__,
+        method.__qualname__,
+        method.__doc__,
+    )
+    return read
+
+
 class DuckDBBackend:
     """Storage in one DuckDB file (``path=None``: in memory, for tests)."""
 
@@ -91,7 +190,8 @@ class DuckDBBackend:
         path: Path | None,
         *,
         retention: Retention | None = None,
-        memory_limit: str = "512MB",
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        burst_memory_limit: str | None = DEFAULT_BURST_MEMORY_LIMIT,
         threads: int | None = None,
     ) -> None:
         self.path = path
@@ -101,6 +201,7 @@ class DuckDBBackend:
             config["threads"] = threads
         self._con = duckdb.connect(str(path) if path else ":memory:", config=config)
         self._con.execute("SET TimeZone = 'UTC'")
+        self.memory = MemoryBudget(self._con.cursor(), memory_limit, burst_memory_limit)
         for statement in sql.schema():
             self._con.execute(statement)
         self._dirty_minutes: set[int] = set()
@@ -113,6 +214,14 @@ class DuckDBBackend:
     # --- writes (writer thread) -----------------------------------------------
 
     def write(self, flush: Flush) -> None:
+        try:
+            self._write(flush)
+        except duckdb.OutOfMemoryException:  # rolled back: again, with room
+            with self.memory.room():
+                self._write(flush)
+        self.memory.relax()
+
+    def _write(self, flush: Flush) -> None:
         con = self._con
         tables = [t for t, columns in flush.tables.items() if column_length(columns)]
         hours: set[int] = set()
@@ -169,11 +278,21 @@ class DuckDBBackend:
         return known
 
     def compact(self) -> int:
+        """Merge the partial rollup rows of every time slot touched since last time
+        (under the ``burst`` memory limit when ``steady`` is too small for them)."""
+        try:
+            merged = self._compact()
+        except duckdb.OutOfMemoryException:
+            with self.memory.room():
+                merged = self._compact()
+        self.memory.relax()
+        return merged
+
+    def _compact(self) -> int:
         """Merge the partial rollup rows of every time slot touched since last time."""
         with self._lock:
+            # cleared once every slot merged: after a failure, the next call merges them
             minutes, hours = sorted(self._dirty_minutes), sorted(self._dirty_hours)
-            self._dirty_minutes.clear()
-            self._dirty_hours.clear()
             merged = 0
             con = self._con
             for table, slots in (("rollup_1m", minutes), ("rollup_1h", hours)):
@@ -181,20 +300,20 @@ class DuckDBBackend:
                     continue
                 us = [slot * 1_000_000 for slot in slots]
                 params = {"lo": us[0], "hi": us[-1], "slots": us}
-                dups, make, delete, insert = sql.compact_slots(table)
+                make, delete, insert = sql.compact_slots(table)
                 con.execute("BEGIN")
                 try:
-                    con.execute(dups, params)
                     con.execute(make, params)
                     before = con.execute(delete, params).fetchone()
                     after = con.execute(insert).fetchone()
                     con.execute("DROP TABLE _merged")
-                    con.execute("DROP TABLE _dups")
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
                 merged += int(before[0] if before else 0) - int(after[0] if after else 0)
+            self._dirty_minutes.difference_update(minutes)
+            self._dirty_hours.difference_update(hours)
             return merged
 
     def enforce_retention(self, now: float) -> dict[str, int]:
@@ -218,6 +337,7 @@ class DuckDBBackend:
             self._local.cur = cur
         return cur
 
+    @_reads
     def sketch(self, query: SketchQuery) -> tuple[list[SketchGroup], Plan]:
         plan = sql.sketch_sql(query)
         groups: dict[tuple[Any, ...], int] = {}
@@ -336,6 +456,7 @@ class DuckDBBackend:
         self._cache.put(key, part, ((lo, hi),), version)
         return part
 
+    @_reads
     def views(
         self, start: float, end: float, limit: int, filters: dict[str, str]
     ) -> list[dict[str, Any]]:
@@ -370,9 +491,11 @@ class DuckDBBackend:
         names = [d[0] for d in result.description]
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
+    @_reads
     def trace(self, trace_id: str) -> list[dict[str, Any]]:
         return self._dicts(sql.trace_spans(), [trace_id])
 
+    @_reads
     def traces(
         self,
         start: float,
@@ -384,6 +507,7 @@ class DuckDBBackend:
         statement, params = sql.trace_roots(filters, min_duration_ms)
         return self._dicts(statement, [sql._us(start), sql._us(end), *params, limit])
 
+    @_reads
     def logs(
         self,
         start: float,
@@ -397,9 +521,11 @@ class DuckDBBackend:
         statement, params = sql.log_search(filters, levels, text, cursor)
         return self._dicts(statement, [sql._us(start), sql._us(end), *params, limit])
 
+    @_reads
     def otel_metric_names(self, start: float, end: float) -> list[dict[str, Any]]:
         return self._dicts(sql.OTEL_NAMES, [sql._us(start), sql._us(end)])
 
+    @_reads
     def otel_points(
         self, name: str, start: float, end: float, filters: dict[str, str]
     ) -> list[dict[str, Any]]:
@@ -414,9 +540,11 @@ class DuckDBBackend:
             counts[table] = int(row[0]) if row else 0
         return counts
 
+    @_reads
     def rows(self, query: RowQuery) -> list[dict[str, Any]]:
         return self._dicts(*explore.row_query_sql(query))
 
+    @_reads
     def dimension_values(self, dim: str, limit: int) -> list[str]:
         statement, params = explore.dimension_values_sql(dim)
         return [r[0] for r in self._cursor().execute(statement, [*params, limit]).fetchall()]

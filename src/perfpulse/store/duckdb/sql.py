@@ -232,20 +232,18 @@ _IN_SLOTS = (
 )
 
 
-def compact_slots(table: str) -> tuple[str, str, str, str]:
-    """Statements that replace the rows of some slots by one merged row per series,
-    where a series has more than one: find those (``_dups``), make ``_merged``,
-    delete their old rows, insert ``_merged``. A series with one row in a slot is
-    left as it is (rewriting it would change nothing). Parameters: ``lo``, ``hi``
-    (µs, the first and the last slot) and ``slots`` (µs)."""
-    dups = (
-        f"CREATE TEMP TABLE _dups AS SELECT ts, series FROM {table} WHERE {_IN_SLOTS} "
-        "GROUP BY ts, series HAVING count(*) > 1"
-    )
+def compact_slots(table: str) -> tuple[str, str, str]:
+    """Statements that replace the rows of some slots by one merged row per series:
+    make ``_merged``, delete the old rows, insert ``_merged``. Parameters: ``lo``,
+    ``hi`` (µs, the first and the last slot) and ``slots`` (µs).
+
+    Every row of the slots is rewritten, a series with one row too: the slots' rows
+    then sit together at the end of the table, so a read of a time range scans few
+    row groups. Merging only the series with several rows left the others where
+    they were and made the 10M-event percentile question 25 % slower."""
     merged = (
         "CREATE TEMP TABLE _merged AS "
-        f"WITH r AS MATERIALIZED (SELECT * FROM {table} SEMI JOIN _dups USING (ts, series) "
-        f"WHERE {_IN_SLOTS}), "
+        f"WITH r AS MATERIALIZED (SELECT * FROM {table} WHERE {_IN_SLOTS}), "
         "b AS (SELECT ts, series, bucket, sum(c) AS c FROM "
         "(SELECT ts, series, unnest(buckets) AS bucket, unnest(counts) AS c FROM r) GROUP BY ALL), "
         "o AS (SELECT ts, series, outcome, sum(c) AS c FROM "
@@ -259,11 +257,11 @@ def compact_slots(table: str) -> tuple[str, str, str, str]:
         "SELECT ts, series, buckets, counts, outcomes, outcome_counts, sum "
         "FROM bl JOIN ol USING (ts, series) JOIN t USING (ts, series)"
     )
-    delete = (
-        f"DELETE FROM {table} WHERE {_IN_SLOTS} AND EXISTS "
-        f"(SELECT 1 FROM _dups d WHERE d.ts = {table}.ts AND d.series = {table}.series)"
+    return (
+        merged,
+        f"DELETE FROM {table} WHERE {_IN_SLOTS}",
+        f"INSERT INTO {table} SELECT * FROM _merged",
     )
-    return dups, merged, delete, f"INSERT INTO {table} SELECT * FROM _merged"
 
 
 def delete_before(table: str) -> str:
