@@ -146,27 +146,13 @@ def finish(
         config = active
         threshold = DEFAULT_THRESHOLD if config is None else config.n_plus_one_threshold
         if sink is not None and rs.error is None and rs.db_count < threshold:
-            # the usual request: its one event, a struct to append (no dict, no encoding);
-            # _http_event inline, as every request comes here
-            route = route or UNMATCHED
-            event = HttpEvent(
-                (time_ns() - duration_ns) / 1e9,
-                route if len(route) <= 4096 else route[:4096],
-                method[:16],
-                status,
-                duration_ns / 1e6,
-                rs.request_id,
-                rs.trace_id,
-                request_bytes,
-                response_bytes,
+            # the usual request: its one event, a struct to append (no dict, no encoding)
+            ts = (time_ns() - duration_ns) / 1e9
+            sink(
+                _http_event(
+                    rs, route, method, status, ts, duration_ns, request_bytes, response_bytes
+                )
             )
-            if rs.db_count:
-                event.db_time_ms = rs.db_time_ms
-                event.db_count = rs.db_count
-            if rs.cache_hits or rs.cache_misses:
-                event.cache_hits = rs.cache_hits
-                event.cache_misses = rs.cache_misses
-            sink(event)
             return
         rs.route = route
         rs.method = method
