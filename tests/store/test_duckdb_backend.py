@@ -268,3 +268,24 @@ def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() ->
     db.memory.relax()
     assert not db.memory.raised and _limit(db) == steady
     db.close()
+
+
+def _undo_bytes(db: DuckDBBackend) -> int:
+    row = db._con.cursor().execute(
+        "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'TRANSACTION'"
+    )
+    return int(row.fetchall()[0][0])
+
+
+def test_reads_leave_no_transaction_open_that_pins_later_writes(tmp_path: Path) -> None:
+    """Every read finishes its result: a read cursor that kept one half read would
+    keep its transaction open, and DuckDB would hold the undo data of every later
+    flush in memory (and put off checkpoints) until that cursor ran again."""
+    db = DuckDBBackend(tmp_path / "p.duckdb")
+    db.checkpoint()  # on this thread's read cursor, as the writer does at start
+    db.row_counts()  # ... and as a /metrics scrape does
+    rows = [http_row(NOW - i, f"/r{i % 50}", 5.0 + i % 7) for i in range(6_000)]
+    load(db, rows, flushes=60)
+    assert _undo_bytes(db) < 1 << 20
+    assert db.checkpoint() == 60
+    db.close()

@@ -165,6 +165,17 @@ class MemoryBudget:
                 self.raised = False
 
 
+def _first(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row of ``result``, read to its end.
+
+    A result left half read (``fetchone``) keeps its transaction open until the
+    cursor runs something else, and while it is open DuckDB keeps the undo data
+    of every later commit in memory and cannot checkpoint: a thread-local read
+    cursor that last answered ``fetchone`` held tens of MB while ingest ran."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
 def _reads(
     method: Callable[Concatenate[DuckDBBackend, _P], _R],
 ) -> Callable[Concatenate[DuckDBBackend, _P], _R]:
@@ -263,7 +274,7 @@ class DuckDBBackend:
                     con.unregister(sql.input_name(table))
 
     def checkpoint(self) -> int:
-        row = self._cursor().execute(sql.GET_CHECKPOINT).fetchone()
+        row = _first(self._cursor().execute(sql.GET_CHECKPOINT))
         return int(row[0]) if row else 0
 
     def recent_batches(self, since: float) -> list[str]:
@@ -304,8 +315,8 @@ class DuckDBBackend:
                 con.execute("BEGIN")
                 try:
                     con.execute(make, params)
-                    before = con.execute(delete, params).fetchone()
-                    after = con.execute(insert).fetchone()
+                    before = _first(con.execute(delete, params))
+                    after = _first(con.execute(insert))
                     con.execute("DROP TABLE _merged")
                     con.execute("COMMIT")
                 except BaseException:
@@ -321,7 +332,7 @@ class DuckDBBackend:
         with self._lock:
             for table, keep_s in self.retention.tables():
                 cutoff = int((now - keep_s) * 1_000_000)
-                row = self._con.execute(sql.delete_before(table), [cutoff]).fetchone()
+                row = _first(self._con.execute(sql.delete_before(table), [cutoff]))
                 deleted[table] = int(row[0]) if row else 0
         if deleted.get("rollup_1h"):
             self._cache.clear()
@@ -536,7 +547,7 @@ class DuckDBBackend:
         cur = self._cursor()
         counts: dict[str, int] = {}
         for table in (*LAYOUTS, "rollup_1m", "rollup_1h"):
-            row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
+            row = _first(cur.execute(f"SELECT count(*) FROM {table}"))
             counts[table] = int(row[0]) if row else 0
         return counts
 
