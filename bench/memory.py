@@ -10,7 +10,7 @@ difference is what ingesting costs), and a bare uvicorn + Starlette process
 (:data:`bench.floor.starlette`) idle and under the same load, which is what any
 Python web service on this stack costs before perfpulse adds anything. The full
 run also measures the collector with ``--memory-limit 512MB`` (DuckDB's buffer
-pool while the collector only ingests; the default is 64MB, and 512MB was the
+pool while the collector only ingests; the default is 32MB, and 512MB was the
 default before reads got a burst limit of their own) to show how much of the
 peak that setting decides.
 """
@@ -35,6 +35,7 @@ from bench import servers
 from bench.load import Template
 from bench.report import Report, Result, table
 from bench.workload import events_template
+from perfpulse.store.duckdb.backend import DEFAULT_MEMORY_LIMIT
 
 NAME = "memory"
 TITLE = "Collector memory"
@@ -248,13 +249,14 @@ def run(quick: bool = False) -> Report:
                 f"collector peak RSS with --memory-limit {VARIANT_LIMIT} (the former default)",
                 variant.peak / MB,
                 "MB",
-                "default --memory-limit 64MB",
+                f"default --memory-limit {DEFAULT_MEMORY_LIMIT}",
                 m.peak / MB,
             )
         )
     step = max(1, len(m.samples) // 16)
     timeline = [[f"{ts:.0f} s", f"{rss / MB:.1f} MB"] for ts, rss in m.samples[::step]]
     rows = [
+        ["DuckDB `--memory-limit` (default)", DEFAULT_MEMORY_LIMIT],
         ["perfpulse adds (peak − bare Starlette idle)", f"{(m.peak - floor_idle) / MB:.1f} MB"],
         ["ingesting adds (peak − collector idle)", f"{(m.peak - m.idle) / MB:.1f} MB"],
         ["collector VmHWM before the load", f"{m.idle_hwm / MB:.1f} MB"],

@@ -46,6 +46,7 @@ from perfpulse.store.duckdb import sql
 from perfpulse.store.duckdb.backend import (
     DEFAULT_BURST_MEMORY_LIMIT,
     DEFAULT_MEMORY_LIMIT,
+    ROW_GROUP_SIZE,
     DuckDBBackend,
 )
 
@@ -71,6 +72,8 @@ def _code_hash() -> str:
         sql.INSERT_1M_FROM_FLUSH,
         repr(LAYOUTS["http"]),
         repr((sketch.ALPHA, sketch.ZERO_BUCKET)),
+        inspect.getsource(DuckDBBackend.__init__),
+        str(ROW_GROUP_SIZE),
         inspect.getsource(DuckDBBackend._write),
         inspect.getsource(DuckDBBackend._compact),
     ]

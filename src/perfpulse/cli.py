@@ -69,7 +69,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rollup-retention-days", type=float, default=400.0)
     p.add_argument(
         "--memory-limit",
-        default="64MB",
+        default="32MB",
         help="DuckDB's memory limit while the collector only ingests",
     )
     p.add_argument(

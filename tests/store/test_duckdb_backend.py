@@ -13,7 +13,7 @@ from perfpulse.model.catalog import CATALOG
 from perfpulse.model.rows import LAYOUTS, to_columns
 from perfpulse.sketch import Sketch
 from perfpulse.store.base import Flush, SketchQuery
-from perfpulse.store.duckdb.backend import DuckDBBackend
+from perfpulse.store.duckdb.backend import ROW_GROUP_SIZE, DuckDBBackend
 from perfpulse.store.retention import Retention
 
 HTTP = CATALOG["http.server.duration"]
@@ -271,7 +271,7 @@ def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() ->
 
 
 def _undo_bytes(db: DuckDBBackend) -> int:
-    row = db._con.cursor().execute(
+    row = db._connection().execute(
         "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'TRANSACTION'"
     )
     return int(row.fetchall()[0][0])
@@ -289,3 +289,17 @@ def test_reads_leave_no_transaction_open_that_pins_later_writes(tmp_path: Path) 
     assert _undo_bytes(db) < 1 << 20
     assert db.checkpoint() == 60
     db.close()
+
+
+def test_tables_are_stored_in_small_row_groups(tmp_path: Path) -> None:
+    """A checkpoint rewrites a table's last row group whole; small ones keep its
+    memory peak small."""
+    db = DuckDBBackend(tmp_path / "p.duckdb")
+    load(db, [http_row(NOW - i / 10, "/a", 5.0) for i in range(3 * ROW_GROUP_SIZE)], flushes=3)
+    db.close()
+    con = duckdb.connect(str(tmp_path / "p.duckdb"), read_only=True)
+    groups = con.execute(
+        "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('http')"
+    ).fetchall()[0][0]
+    con.close()
+    assert groups == 3
