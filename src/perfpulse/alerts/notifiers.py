@@ -24,11 +24,12 @@ import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from perfpulse.alerts.config import Integration
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class DeliveryError(Exception):
@@ -57,6 +58,8 @@ class WebhookNotifier:
         self.url, self.headers, self.timeout = url, dict(headers or {}), timeout
 
     def send(self, body: Mapping[str, Any]) -> None:
+        import httpx  # on the first delivery: most collectors never send a webhook
+
         try:
             r = httpx.post(self.url, json=dict(body), headers=self.headers, timeout=self.timeout)
         except httpx.HTTPError as exc:

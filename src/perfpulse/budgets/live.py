@@ -12,14 +12,15 @@ A budget whose window has no data is skipped, not passed. Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from perfpulse.alerts.source import measure_samples
 from perfpulse.budgets.config import Budgets
 from perfpulse.budgets.report import Result
 from perfpulse.budgets.rules import live_budgets
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ApiError(Exception):
@@ -31,14 +32,22 @@ class ApiError(Exception):
 
 
 class HttpReader:
+    """The collector's query API over HTTP (httpx loads with the first reader:
+    the collector imports this package but reads its own store directly)."""
+
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        import httpx
+
+        self._http_error = httpx.HTTPError
         self.url = url.rstrip("/")
-        self.client = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        self.client: httpx.Client = httpx.Client(
+            headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
 
     def get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         try:
             r = self.client.get(f"{self.url}{path}", params=dict(params))
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             raise ApiError(0, f"cannot reach {self.url}: {exc}") from None
         try:
             body: dict[str, Any] = r.json()

@@ -27,6 +27,10 @@ class BodyError(Exception):
         self.message = message
 
 
+class OtlpError(ValueError):
+    """A body that is not a valid OTLP message (a 400)."""
+
+
 class Disconnected(Exception):
     """The client went away before its body was read: there is no one to answer."""
 

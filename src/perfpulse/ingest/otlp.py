@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
+from perfpulse.ingest.body import OtlpError
 from perfpulse.ingest.normalize import (
     Normalized,
     Normalizer,
@@ -53,10 +54,24 @@ _STATUS = ("unset", "ok", "error")
 _TEMPORALITY = ("unspecified", "delta", "cumulative")
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-class OtlpError(ValueError):
-    """A body that is not a valid OTLP message (a 400)."""
+#: Per signal: the request message, the response message and its rejected-count field.
+MESSAGES: dict[str, tuple[type[Message], type[Message], str]] = {
+    "traces": (
+        trace_service_pb2.ExportTraceServiceRequest,
+        trace_service_pb2.ExportTraceServiceResponse,
+        "rejected_spans",
+    ),
+    "metrics": (
+        metrics_service_pb2.ExportMetricsServiceRequest,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+        "rejected_data_points",
+    ),
+    "logs": (
+        logs_service_pb2.ExportLogsServiceRequest,
+        logs_service_pb2.ExportLogsServiceResponse,
+        "rejected_log_records",
+    ),
+}
 
 
 def _value(v: common_pb2.AnyValue) -> Any:
@@ -132,6 +147,25 @@ class OtlpDecoder:
         self.normalizer = normalizer
         self.remember = remember
         self._recent_routes: dict[str, str] = {}
+
+    def decode(self, signal: str, body: bytes, content_type: str) -> Normalized:
+        """The rows of one export request of ``signal`` (``traces``, ``metrics``, ``logs``)."""
+        parsed = parse(body, content_type, MESSAGES[signal][0])
+        decoded: Normalized = getattr(self, signal)(parsed)
+        return decoded
+
+    def answer(self, signal: str, dropped: Counter[str], content_type: str) -> tuple[bytes, str]:
+        """The export response (body, media type), in the request's encoding, with
+        a partial success naming what was rejected."""
+        _, response_type, rejected_field = MESSAGES[signal]
+        rejected, text = partial_success(dropped, signal)
+        answer: Any = response_type()
+        if rejected:
+            setattr(answer.partial_success, rejected_field, rejected)
+            answer.partial_success.error_message = text
+        if content_type.split(";")[0].strip().lower() == "application/json":
+            return json_format.MessageToJson(answer, indent=None).encode(), "application/json"
+        return answer.SerializeToString(), "application/x-protobuf"
 
     def _recent_routes_for_batch(self) -> dict[str, str]:
         """Routes of server spans, by trace id: this request's, then the last ``remember``."""

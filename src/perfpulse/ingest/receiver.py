@@ -21,48 +21,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import msgspec
-from google.protobuf import json_format
-from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from perfpulse.ingest.body import BodyError, Disconnected, asgi_chunks, read_body
+from perfpulse.ingest.body import BodyError, Disconnected, OtlpError, asgi_chunks, read_body
 from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
-from perfpulse.ingest.otlp import OtlpDecoder, OtlpError, parse, partial_success
 from perfpulse.keys import Keys, bearer, matches
 from perfpulse.model.events import BATCH_DECODER, BEACON_DECODER
 from perfpulse.model.rows import RECORD_ENCODER, SpoolRecord
 from perfpulse.spool import Spool, SpoolFull
 from perfpulse.telemetry import CollectorMetrics
 
+if TYPE_CHECKING:
+    from perfpulse.ingest.otlp import OtlpDecoder
+
 DEFAULT_MAX_BODY = 1 << 20
-_OTLP: dict[str, tuple[type[Message], type[Message], str]] = {
-    "traces": (
-        trace_service_pb2.ExportTraceServiceRequest,
-        trace_service_pb2.ExportTraceServiceResponse,
-        "rejected_spans",
-    ),
-    "metrics": (
-        metrics_service_pb2.ExportMetricsServiceRequest,
-        metrics_service_pb2.ExportMetricsServiceResponse,
-        "rejected_data_points",
-    ),
-    "logs": (
-        logs_service_pb2.ExportLogsServiceRequest,
-        logs_service_pb2.ExportLogsServiceResponse,
-        "rejected_log_records",
-    ),
-}
 _encode = RECORD_ENCODER.encode
 _json = msgspec.json.Encoder().encode  # compact, UTF-8: the bytes Starlette's JSONResponse writes
 _WANTED = frozenset(
@@ -174,8 +154,18 @@ class Receiver:
         self.metrics = metrics
         self.clock = clock
         self.max_body = max_body
-        self.otlp_decoder = OtlpDecoder(normalizer)
+        self._otlp_decoder: OtlpDecoder | None = None  # made (and protobuf imported) on first use
         self._accepted: dict[str, Counter] = {}  # label children, made on first use
+
+    @property
+    def otlp_decoder(self) -> OtlpDecoder:
+        """The OTLP decoder; protobuf and the OTLP messages load with it, so a
+        collector that never receives OTLP does not hold them in memory."""
+        if self._otlp_decoder is None:
+            from perfpulse.ingest.otlp import OtlpDecoder
+
+            self._otlp_decoder = OtlpDecoder(self.normalizer)
+        return self._otlp_decoder
 
     # --- endpoints ----------------------------------------------------------------
 
@@ -211,25 +201,16 @@ class Receiver:
             return self._refuse(endpoint, _Refused(401, "no_key", "missing ingest key")).response()
         if not matches(token, self.keys.ingest_key):
             return self._refuse(endpoint, _Refused(403, "bad_key", "wrong ingest key")).response()
-        message, response_type, rejected_field = _OTLP[signal]
+        decoder = self.otlp_decoder
         content_type = head.get("content-type") or "application/x-protobuf"
-        as_json = content_type.split(";")[0].strip().lower() == "application/json"
 
         async def decode(body: bytes) -> tuple[str, int, Normalized]:
-            parsed = parse(body, content_type, message)
-            out = getattr(self.otlp_decoder, signal)(parsed)
+            out = decoder.decode(signal, body, content_type)
             return "otlp:" + new_id(), out.accepted + sum(out.dropped.values()), out
 
         def respond(out: Normalized) -> Answer:
-            rejected, text = partial_success(out.dropped, signal)
-            answer: Any = response_type()
-            if rejected:
-                setattr(answer.partial_success, rejected_field, rejected)
-                answer.partial_success.error_message = text
-            if as_json:
-                body = json_format.MessageToJson(answer, indent=None).encode()
-                return Answer(200, body)
-            return Answer(200, answer.SerializeToString(), media_type="application/x-protobuf")
+            body, media_type = decoder.answer(signal, out.dropped, content_type)
+            return Answer(200, body, media_type=media_type)
 
         answer = await self._ingest(endpoint, head, request.stream(), decode, respond=respond)
         return answer.response()

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from cachetools import TTLCache
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -41,6 +40,8 @@ from perfpulse.web.view import FILTERS as FILTER_DIMS
 from perfpulse.web.view import RANGE_LABELS, View
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+
     from perfpulse.server import Collector
 
 HERE = Path(__file__).parent
@@ -60,6 +61,8 @@ SECURITY_HEADERS = {
 
 
 def environment() -> Environment:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -89,10 +92,16 @@ def _refresh(ctx: PageContext) -> int:
 @dataclass(slots=True)
 class Dashboard:
     collector: Callable[[], Collector]
-    env: Environment
+    _env: Environment | None = None  # made on the first page: jinja2 loads with it
     # the filter bar's choices change slowly: read them at most every 30 s
     _choices: TTLCache[str, list[str]] = field(default_factory=lambda: TTLCache(16, 30.0))
     _choices_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def env(self) -> Environment:
+        if self._env is None:
+            self._env = environment()
+        return self._env
 
     def choices(self, ctx: PageContext) -> dict[str, list[str]]:
         out = {}
@@ -247,7 +256,7 @@ class Dashboard:
 
 def routes(collector: Callable[[], Collector]) -> list[BaseRoute]:
     """The dashboard's routes, for the collector's route list."""
-    return Dashboard(collector, environment()).routes()
+    return Dashboard(collector).routes()
 
 
 __all__ = ["routes"]
