@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from bench.report import Report, Result, table
 from bench.workload import row_maker
 from perfpulse.model.catalog import VITALS
@@ -188,7 +186,7 @@ def _check(name: str, n: int, seed: int, tmp: Path) -> dict[str, Any]:
     started = time.perf_counter()
     after = query.percentiles(params)
     read_ms = (time.perf_counter() - started) * 1e3
-    con = duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT})
+    con = backend.connection()  # DuckDB attaches a file once per process
     started = time.perf_counter()
     count, exact = con.execute(
         f"SELECT count(*), quantile_disc({column}, {list(QS)}) FROM {table_name} "

@@ -192,9 +192,8 @@ def _measure(
     base_runs: int,
     quick: bool,
 ) -> Report:
-    # the same configuration as the backend's (DuckDB wants one per file and process)
-    con = duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT})
-    con.execute("SET TimeZone = 'UTC'")
+    # the backend's own database (DuckDB attaches a file once per process)
+    con = backend.connection()
     to = meta["end"] - 0.25
     frm = to - HOURS * 3600
     params = {

@@ -271,7 +271,7 @@ def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() ->
 
 
 def _undo_bytes(db: DuckDBBackend) -> int:
-    row = db._connection().execute(
+    row = db.connection().execute(
         "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'TRANSACTION'"
     )
     return int(row.fetchall()[0][0])

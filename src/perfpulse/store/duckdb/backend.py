@@ -349,8 +349,9 @@ class DuckDBBackend:
 
     # --- reads (any thread) -----------------------------------------------------
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        """A new connection to the store, set up as the writer's is."""
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the store, set up as the writer's is (also for tools
+        that run their own SQL: DuckDB attaches a file once per process)."""
         cur = self._con.cursor()
         cur.execute("USE store")
         cur.execute("SET TimeZone = 'UTC'")
@@ -359,7 +360,7 @@ class DuckDBBackend:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
         if cur is None:
-            cur = self._connection()
+            cur = self.connection()
             self._local.cur = cur
         return cur
 
@@ -369,7 +370,7 @@ class DuckDBBackend:
         groups: dict[tuple[Any, ...], int] = {}
         base: Grouped | None = None
         pieces: list[Pieces] = []
-        cur = self._connection()  # its own: registrations stay private
+        cur = self.connection()  # its own: registrations stay private
         try:
             if plan.series_parts:
                 found = self._grouped(cur, query, plan, groups)
