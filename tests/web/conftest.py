@@ -166,4 +166,22 @@ def js(page: Page, expression: str) -> Any:
     return json.loads(page.evaluate(f"() => JSON.stringify({expression})"))
 
 
-__all__ = ["XSS", "Dashboard", "charts_drawn", "httpx", "js", "shot", "shown"]
+TABLE_ROWS = """[...document.querySelectorAll('{table} tbody tr')].map(tr => ({{
+    data: {{...tr.dataset}},
+    values: Object.fromEntries([...tr.cells].filter(td => td.dataset.value !== undefined)
+        .map(td => [tr.closest('table').tHead.rows[0].cells[td.cellIndex].dataset.col
+                    || td.cellIndex, td.dataset.value === '' ? null : +td.dataset.value]))}}))"""
+
+
+def table_rows(page: Page, table: str) -> list[dict[str, Any]]:
+    """The body rows of the data table ``table`` (a selector), in page order.
+
+    Each row is ``{"data": its tr's data-* attributes, "values": the raw number
+    of every cell with a ``data-value``}``; a value is keyed by its column
+    header's ``data-col``, else by the cell's index (as a string), and is None
+    when empty or not a number. Tests compare these with the query API's numbers.
+    """
+    return list(js(page, TABLE_ROWS.format(table=table)))
+
+
+__all__ = ["XSS", "Dashboard", "charts_drawn", "httpx", "js", "shot", "shown", "table_rows"]

@@ -12,15 +12,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from .conftest import XSS, Dashboard, charts_drawn, js, shot, shown
+from .conftest import XSS, Dashboard, charts_drawn, js, shot, shown, table_rows
 
 EVIL_ROUTE = "/x/" + XSS
 TRACED = [uuid.uuid4().hex for _ in range(3)]
-ROWS = """[...document.querySelectorAll('#routes tbody tr')].map(tr => ({
-    route: tr.dataset.route, method: tr.dataset.method,
-    values: Object.fromEntries([...tr.querySelectorAll('td[data-value]')].map((td, i) =>
-        [document.querySelectorAll('#routes thead th')[td.cellIndex].dataset.col || i,
-         td.dataset.value]))}))"""
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +63,10 @@ def _groups(d: Dashboard, metric: str, **filters: str) -> dict[tuple[str, str], 
     return {(g["key"]["route"], g["key"]["method"]): g for g in answer["groups"]}
 
 
-def _table(page: Page) -> dict[tuple[str, str], dict[str, str]]:
-    return {(r["route"], r["method"]): r["values"] for r in js(page, ROWS)}
+def _table(page: Page) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (r["data"]["route"], r["data"]["method"]): r["values"] for r in table_rows(page, "#routes")
+    }
 
 
 def _check_routes(page: Page, d: Dashboard, **filters: str) -> dict[tuple[str, str], Any]:
@@ -80,14 +77,14 @@ def _check_routes(page: Page, d: Dashboard, **filters: str) -> dict[tuple[str, s
     assert set(table) == set(durations)
     for key, g in durations.items():
         row = table[key]
-        assert float(row["count"]) == g["count"]
-        assert float(row["throughput"]) == pytest.approx(g["count"] / span, rel=1e-12)
-        assert float(row["error_ratio"]) == pytest.approx(g["error_ratio"], rel=1e-12)
+        assert row["count"] == g["count"]
+        assert row["throughput"] == pytest.approx(g["count"] / span, rel=1e-12)
+        assert row["error_ratio"] == pytest.approx(g["error_ratio"], rel=1e-12)
         for q in ("0.5", "0.95", "0.99"):
             col = "p" + q.removeprefix("0.").ljust(2, "0")
-            assert float(row[col]) == g["quantiles"][q]
+            assert row[col] == g["quantiles"][q]
         if g["sum"] and key in db:
-            assert float(row["db_share"]) == pytest.approx(db[key]["sum"] / g["sum"], rel=1e-12)
+            assert row["db_share"] == pytest.approx(db[key]["sum"] / g["sum"], rel=1e-12)
     return durations
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from .conftest import MOMENTS, Dashboard, charts_drawn, js, shot
+from .conftest import MOMENTS, Dashboard, charts_drawn, js, shot, table_rows
 
 RESOURCES = (
     "process.cpu",
@@ -26,15 +26,11 @@ RESOURCES = (
     "host.net.recv",
     "host.net.sent",
 )
-ROWS = """[...document.querySelectorAll('{table} tbody tr')].map(tr => ({{
-    key: {{...tr.dataset}},
-    values: Object.fromEntries([...tr.cells].filter(td => td.dataset.value !== undefined)
-        .map(td => [tr.closest('table').tHead.rows[0].cells[td.cellIndex].dataset.col,
-                    td.dataset.value === '' ? null : +td.dataset.value]))}}))"""
 
 
 def _rows(page: Page, table: str) -> list[dict[str, Any]]:
-    return list(js(page, ROWS.format(table=table)))
+    """:func:`table_rows`, keyed by the row's data-* attributes (``key``)."""
+    return [{"key": r["data"], "values": r["values"]} for r in table_rows(page, table)]
 
 
 # --- cache -------------------------------------------------------------------------

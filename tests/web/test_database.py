@@ -13,15 +13,10 @@ from playwright.sync_api import Page
 
 from perfpulse.model.fingerprint import fingerprint_sql
 
-from .conftest import XSS, Dashboard, charts_drawn, js, shot, shown
+from .conftest import XSS, Dashboard, charts_drawn, shot, shown, table_rows
 
 EVIL_SQL = f'SELECT * FROM "{XSS}"'
 EVIL_FP = fingerprint_sql(EVIL_SQL)
-TABLE = """[...document.querySelectorAll('{table} tbody tr')].map(tr => ({{
-    key: tr.dataset.fingerprint, route: tr.dataset.route, pool: tr.dataset.pool,
-    values: Object.fromEntries([...tr.cells].filter(td => td.dataset.value !== undefined)
-        .map(td => [tr.closest('table').tHead.rows[0].cells[td.cellIndex].dataset.col
-                    || td.cellIndex, td.dataset.value === '' ? null : +td.dataset.value]))}}))"""
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +60,16 @@ def extra(dashboard: Dashboard) -> Dashboard:
 
 
 def _table(page: Page, selector: str) -> list[dict[str, Any]]:
-    return list(js(page, TABLE.format(table=selector)))
+    """:func:`table_rows`, with the row's fingerprint, route and pool beside its values."""
+    return [
+        {
+            "key": r["data"].get("fingerprint"),
+            "route": r["data"].get("route"),
+            "pool": r["data"].get("pool"),
+            "values": r["values"],
+        }
+        for r in table_rows(page, selector)
+    ]
 
 
 def _check_statements(page: Page, d: Dashboard, **filters: str) -> None:
