@@ -280,7 +280,7 @@ def _undo_bytes(db: DuckDBBackend) -> int:
 def test_reads_leave_no_transaction_open_that_pins_later_writes(tmp_path: Path) -> None:
     """Every read finishes its result: a read cursor that kept one half read would
     keep its transaction open, and DuckDB would hold the undo data of every later
-    flush in memory (and put off checkpoints) until that cursor ran again."""
+    flush in memory until that cursor ran again."""
     db = DuckDBBackend(tmp_path / "p.duckdb")
     db.checkpoint()  # on this thread's read cursor, as the writer does at start
     db.row_counts()  # ... and as a /metrics scrape does

@@ -176,8 +176,8 @@ def _first(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
 
     A result left half read (``fetchone``) keeps its transaction open until the
     cursor runs something else, and while it is open DuckDB keeps the undo data
-    of every later commit in memory and cannot checkpoint: a thread-local read
-    cursor that last answered ``fetchone`` held tens of MB while ingest ran."""
+    of every later commit in memory: a thread-local read cursor that last
+    answered ``fetchone`` held tens of MB while ingest ran."""
     rows = result.fetchall()
     return rows[0] if rows else None
 
