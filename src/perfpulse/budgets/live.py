@@ -38,16 +38,17 @@ class HttpReader:
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
         import httpx
 
-        self._http_error = httpx.HTTPError
         self.url = url.rstrip("/")
         self.client: httpx.Client = httpx.Client(
             headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
 
     def get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        import httpx
+
         try:
             r = self.client.get(f"{self.url}{path}", params=dict(params))
-        except self._http_error as exc:
+        except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach {self.url}: {exc}") from None
         try:
             body: dict[str, Any] = r.json()
