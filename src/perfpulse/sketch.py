@@ -26,10 +26,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-
-import numpy as np
-import numpy.typing as npt
+from collections.abc import Iterable, Mapping
 
 ALPHA = 0.01
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
@@ -112,43 +109,3 @@ class Sketch:
             if i == len(ranks):
                 break
         return result
-
-
-def grouped_quantiles(
-    buckets: npt.NDArray[np.int64],
-    counts: npt.NDArray[np.int64],
-    offsets: npt.NDArray[np.int64],
-    qs: Sequence[float],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Quantiles of many merged sketches at once.
-
-    Group ``g`` holds the buckets ``buckets[offsets[g]:offsets[g + 1]]`` in
-    ascending order with their ``counts``. Returns each group's total count and a
-    ``(groups, len(qs))`` array of quantile values (nearest rank, as
-    :meth:`Sketch.quantiles`), computed with one cumulative sum and one binary
-    search per quantile for all groups together.
-    """
-    groups = len(offsets) - 1
-    out = np.full((groups, len(qs)), np.nan)
-    if groups == 0 or len(counts) == 0:
-        return np.zeros(groups, dtype=np.int64), out
-    cumulative = np.cumsum(counts)
-    starts, ends = offsets[:-1], offsets[1:]
-    before = np.where(starts > 0, cumulative[np.maximum(starts - 1, 0)], 0)
-    totals = np.where(ends > starts, cumulative[np.maximum(ends - 1, 0)] - before, 0)
-    present = totals > 0
-    for j, q in enumerate(qs):
-        rank = np.maximum(1, np.ceil(q * totals - 1e-9)).astype(np.int64)
-        index = np.searchsorted(cumulative, before + rank, side="left")
-        index = np.minimum(index, len(buckets) - 1)
-        out[present, j] = values_of(buckets[index[present]])
-    return totals, out
-
-
-def values_of(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """:func:`value_of` for an array of bucket keys."""
-    k = keys.astype(np.float64)
-    positive = 2.0 * np.power(GAMMA, np.where(keys > ZERO_BUCKET, k, 0.0)) / (GAMMA + 1.0)
-    mirrored = NEGATIVE_BASE - k
-    negative = -2.0 * np.power(GAMMA, np.where(keys < ZERO_BUCKET, mirrored, 0.0)) / (GAMMA + 1.0)
-    return np.where(keys > ZERO_BUCKET, positive, np.where(keys < ZERO_BUCKET, negative, 0.0))

@@ -9,9 +9,10 @@ group, a column per bucket of a :class:`Layout` — and quantiles are read from 
 cumulative counts: no percentile is ever averaged. A bucket range too wide for a
 dense array is merged by sorting instead.
 
-The rollup parts of a question without time steps are merged per series and kept
-(:class:`SeriesPart`, :class:`PartCache`), so the next question over the same
-hours (a dashboard refreshing "the last 24 hours") reads again only what changed::
+The rollup parts of a question without time steps are merged per series
+(:class:`SeriesPart`) and kept in a :class:`~perfpulse.store.duckdb.partcache.PartCache`,
+so the next question over the same hours (a dashboard refreshing "the last 24
+hours") reads again only what changed::
 
     cache = PartCache()
     version = cache.version
@@ -24,16 +25,14 @@ hours (a dashboard refreshing "the last 24 hours") reads again only what changed
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from perfpulse.sketch import ZERO_BUCKET, bucket_of, grouped_quantiles, values_of
+from perfpulse.sketch import GAMMA, NEGATIVE_BASE, ZERO_BUCKET, bucket_of
 from perfpulse.store.base import SketchGroup, SketchQuery
 
 I64 = npt.NDArray[np.int64]
@@ -447,69 +446,6 @@ def _sparse_below(
     return out
 
 
-Span = tuple[float, float]
-
-
-class PartCache:
-    """What reads of closed data produce, kept for the next question: rollup parts
-    merged per series (:class:`SeriesPart`) and their merge per grouping
-    (:class:`Grouped`), each with the time spans it covers; at most ``max_bytes``
-    of them, the least recently used going first.
-
-    :meth:`forget` drops every entry that overlaps an hour a flush wrote to, so
-    under live ingest the parts in the current hour are read afresh while closed
-    hours (and the closed minutes at a window's start) are read once; :meth:`put`
-    refuses an entry computed before such a flush (``version`` read before the
-    statement ran), so no stale answer is ever kept.
-    """
-
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
-        self.max_bytes = max_bytes
-        self.version = 0
-        self._entries: OrderedDict[Hashable, tuple[Any, tuple[Span, ...], int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
-
-    def put(
-        self, key: Hashable, value: SeriesPart | Grouped, spans: tuple[Span, ...], version: int
-    ) -> None:
-        size = value.nbytes
-        with self._lock:
-            if version != self.version or size > self.max_bytes or key in self._entries:
-                return
-            self._entries[key] = (value, spans, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, (_, _, old) = self._entries.popitem(last=False)
-                self._bytes -= old
-
-    def forget(self, hours: Iterable[int]) -> None:
-        """A flush wrote to these hours (Unix seconds, hour-aligned)."""
-        hours = sorted(hours)
-        if not hours:
-            return
-        with self._lock:
-            self.version += 1
-            for key, (_, spans, size) in list(self._entries.items()):
-                if any(lo < h + 3600 and h < hi for lo, hi in spans for h in hours):
-                    del self._entries[key]
-                    self._bytes -= size
-
-    def clear(self) -> None:
-        with self._lock:
-            self.version += 1
-            self._entries.clear()
-            self._bytes = 0
-
-
 def _sparse_quantiles(
     group: I64, bucket: I64, count: F64, groups: int, qs: tuple[float, ...]
 ) -> tuple[I64, F64]:
@@ -569,3 +505,43 @@ def sketch_groups(pieces: Pieces, keys: list[tuple[Any, ...]], q: SketchQuery) -
     return _sketch_groups(
         totals, estimates, sums, outcomes, keys, q.qs, times, gid.tolist(), below=under
     )
+
+
+def grouped_quantiles(
+    buckets: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    qs: Sequence[float],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Quantiles of many merged sketches at once.
+
+    Group ``g`` holds the buckets ``buckets[offsets[g]:offsets[g + 1]]`` in
+    ascending order with their ``counts``. Returns each group's total count and a
+    ``(groups, len(qs))`` array of quantile values (nearest rank, as
+    :meth:`Sketch.quantiles`), computed with one cumulative sum and one binary
+    search per quantile for all groups together.
+    """
+    groups = len(offsets) - 1
+    out = np.full((groups, len(qs)), np.nan)
+    if groups == 0 or len(counts) == 0:
+        return np.zeros(groups, dtype=np.int64), out
+    cumulative = np.cumsum(counts)
+    starts, ends = offsets[:-1], offsets[1:]
+    before = np.where(starts > 0, cumulative[np.maximum(starts - 1, 0)], 0)
+    totals = np.where(ends > starts, cumulative[np.maximum(ends - 1, 0)] - before, 0)
+    present = totals > 0
+    for j, q in enumerate(qs):
+        rank = np.maximum(1, np.ceil(q * totals - 1e-9)).astype(np.int64)
+        index = np.searchsorted(cumulative, before + rank, side="left")
+        index = np.minimum(index, len(buckets) - 1)
+        out[present, j] = values_of(buckets[index[present]])
+    return totals, out
+
+
+def values_of(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """:func:`value_of` for an array of bucket keys."""
+    k = keys.astype(np.float64)
+    positive = 2.0 * np.power(GAMMA, np.where(keys > ZERO_BUCKET, k, 0.0)) / (GAMMA + 1.0)
+    mirrored = NEGATIVE_BASE - k
+    negative = -2.0 * np.power(GAMMA, np.where(keys < ZERO_BUCKET, mirrored, 0.0)) / (GAMMA + 1.0)
+    return np.where(keys > ZERO_BUCKET, positive, np.where(keys < ZERO_BUCKET, negative, 0.0))
