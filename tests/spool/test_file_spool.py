@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from perfpulse.spool import FileSpool, SpoolFull, SpoolLocked
-from perfpulse.spool.file import HEADER, Opener
+from perfpulse.spool.file import HEADER, FsyncPolicy, Opener
 
 OpenSpool = Callable[..., FileSpool]
 
@@ -361,10 +361,12 @@ def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Small
     yield disk
 
 
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
 def test_a_full_disk_leaves_no_half_record_and_is_not_sticky(
-    small_disk: SmallDisk, open_spool: OpenSpool
+    small_disk: SmallDisk, open_spool: OpenSpool, fsync: FsyncPolicy
 ) -> None:
-    spool = open_spool(small_disk.directory / "spool", opener=small_disk.opener)
+    # "always" writes in the flusher's groups, the others on the caller's thread
+    spool = open_spool(small_disk.directory / "spool", opener=small_disk.opener, fsync=fsync)
 
     async def scenario() -> list[BaseException | int]:
         assert await spool.append(b"A" * 1000) == 1
@@ -399,8 +401,9 @@ def test_a_full_disk_leaves_no_half_record_and_is_not_sticky(
     close(spool)
 
 
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
 def test_other_write_errors_reach_the_caller_and_roll_back(
-    open_spool: OpenSpool, tmp_path: Path
+    open_spool: OpenSpool, tmp_path: Path, fsync: FsyncPolicy
 ) -> None:
     class FailOnce(io.FileIO):
         failures = 1
@@ -412,7 +415,7 @@ def test_other_write_errors_reach_the_caller_and_roll_back(
                 raise OSError(errno.EIO, "I/O error")
             return super().write(data)
 
-    spool = open_spool(tmp_path, opener=lambda path: FailOnce(path, "ab"))
+    spool = open_spool(tmp_path, opener=lambda path: FailOnce(path, "ab"), fsync=fsync)
     with pytest.raises(OSError) as caught:
         fill(spool, [b"lost"])
     assert caught.value.errno == errno.EIO and not isinstance(caught.value, SpoolFull)
@@ -477,6 +480,29 @@ def test_interval_and_never_acknowledge_before_syncing(
         time.sleep(0.01)
     assert quick.stats().fsyncs_total == 2  # the background sync came, unprompted
     close(quick)
+
+
+@pytest.mark.parametrize(
+    ("fsync", "on_caller"), [("always", False), ("interval", True), ("never", True)]
+)
+def test_only_always_hands_appends_to_the_flusher_thread(
+    open_spool: OpenSpool, tmp_path: Path, fsync: FsyncPolicy, on_caller: bool
+) -> None:
+    """Under "interval" and "never" an append is acknowledged once written, so the
+    caller writes it: no wake-up of the flusher and back per append."""
+    writers: set[str] = set()
+
+    class Watched(io.FileIO):
+        def write(self, data: Any) -> int:
+            writers.add(threading.current_thread().name)
+            return super().write(data)
+
+    spool = open_spool(tmp_path, fsync=fsync, opener=lambda path: Watched(path, "ab"))
+    assert fill(spool, payloads(50)) == list(range(1, 51))
+    me = threading.current_thread().name
+    assert writers == ({me} if on_caller else {"perfpulse-spool"})
+    assert dict(spool.read(after=0)) == dict(zip(range(1, 51), payloads(50), strict=True))
+    close(spool)
 
 
 def test_wait_wakes_when_another_thread_appends(open_spool: OpenSpool, tmp_path: Path) -> None:

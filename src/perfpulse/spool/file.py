@@ -19,13 +19,16 @@ Each record is framed as::
 
 all little-endian, so recovery can tell a whole record from a torn or damaged one.
 
-Appends are grouped: a flusher thread takes every append waiting since its last
-write, frames them, and writes them with one ``write()`` and, under the ``"always"``
-policy, one ``fsync``; then each caller's await returns its seq. While one group is
-being synced the next one gathers, so a busy collector pays one fsync for many
-records. Under ``"interval"`` an append returns once its bytes reach the operating
-system and the flusher syncs every ``fsync_interval_s``; under ``"never"`` only
-``close()`` syncs. With either, a machine crash can lose acknowledged records; the
+Under the ``"always"`` policy appends are grouped: a flusher thread takes every
+append waiting since its last write, frames them, and writes them with one
+``write()`` and one ``fsync``; then each caller's await returns its seq. While one
+group is being synced the next one gathers, so a busy collector pays one fsync for
+many records. Under ``"interval"`` and ``"never"`` an append is durable once its
+bytes reach the operating system, so it writes them itself, on the caller's
+thread, with no hand-off to the flusher and back (a thread wake-up and an event
+loop wake-up per group, which cost a single beacon more than its own write);
+the flusher then only syncs, every ``fsync_interval_s`` under ``"interval"``, and
+under ``"never"`` at ``close()``. With either, a machine crash can lose acknowledged records; the
 writer then holds a checkpoint beyond the spool's last record, and ``commit(checkpoint)``
 at start-up moves the numbering past it, so no seq is ever handed out twice. Call it
 before ingest starts appending.
@@ -156,8 +159,8 @@ def _recover(directory: Path) -> tuple[list[_Segment], int, int]:
 class _Append:
     payload: bytes
     size: int
-    future: asyncio.Future[int]
-    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[int] | None = None  # None: written by the caller itself
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -238,10 +241,11 @@ class FileSpool:
         self._closing = False
         self._flusher: threading.Thread | None = None
         self._appends = self._fsyncs = self._full = self._disk_full = 0
-        # Owned by the flusher thread.
+        self._sync_due: float | None = None  # "interval": when unsynced bytes must sync
+        # Guarded by _io (taken before _lock): the thread that writes records.
+        self._io = threading.Lock()
         self._file: BinaryIO | None = None  # open handle on self._segments[-1]
         self._rotate = False  # the active segment has a tail we failed to remove
-        self._sync_due: float | None = None  # "interval": when unsynced bytes must sync
 
     # -- the event loop side ---------------------------------------------------------
 
@@ -252,6 +256,8 @@ class FileSpool:
         if len(payload) > 0xFFFF_FFFF:
             raise ValueError("a spool record holds at most 4 GiB")
         size = HEADER.size + len(payload)
+        if self._policy != "always":
+            return self._append_now(payload, size)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         with self._lock:
@@ -271,6 +277,32 @@ class FileSpool:
             if not waiting:
                 self._work.notify()
         return await future
+
+    def _append_now(self, payload: bytes, size: int) -> int:
+        """Write one record on the caller's thread (policies that do not sync per append)."""
+        item = _Append(payload, size)
+        with self._io:
+            with self._lock:
+                if self._closing:
+                    raise RuntimeError("append on a closed spool")
+                if self._live_bytes + self._pending_bytes + size > self._max_bytes:
+                    self._full += 1
+                    raise SpoolFull("full")
+                self._pending_bytes += size
+                if self._flusher is None:  # it syncs in the background
+                    self._flusher = threading.Thread(
+                        target=self._run, name="perfpulse-spool", daemon=True
+                    )
+                    self._flusher.start()
+            try:
+                outcome = self._write_group([item], size)
+            except BaseException:
+                with self._lock:
+                    self._pending_bytes -= size
+                raise
+        if isinstance(outcome, OSError):
+            raise self._failure(outcome)
+        return outcome
 
     async def close(self) -> None:
         """Write what is queued, sync (under every policy), close, release the lock."""
@@ -394,29 +426,61 @@ class FileSpool:
                     size += group[-1].size
                 stop = self._closing and not self._pending
             if group:
-                try:
-                    self._write_group(group, size)
-                except Exception as exc:  # a bug must fail these appends, not hang them
-                    with self._lock:
-                        self._pending_bytes -= size
-                    self._resolve(group, exc)
-            if self._sync_due is not None and (stop or self._sync_due <= time.monotonic()):
+                self._flush_group(group, size)
+            with self._lock:
+                due = self._sync_due
+            if due is not None and (stop or due <= time.monotonic()):
                 self._sync_quietly()
             if stop:
                 break
-        if self._file is not None:
-            if self._policy == "never":
-                self._sync_quietly()
-            self._file.close()
-            self._file = None
+        with self._io:
+            if self._file is not None:
+                if self._policy == "never" or self._sync_due is not None:  # unsynced appends
+                    self._sync_quietly(held=True)
+                self._file.close()
+                self._file = None
 
-    def _sync_quietly(self) -> None:
+    def _flush_group(self, group: list[_Append], size: int) -> None:
+        """Write a group of queued appends and settle their futures."""
+        try:
+            with self._io:
+                outcome = self._write_group(group, size)
+        except Exception as exc:  # a bug must fail these appends, not hang them
+            with self._lock:
+                self._pending_bytes -= size
+            self._resolve(group, exc)
+            return
+        if isinstance(outcome, OSError):
+            for item in group:  # one exception object per caller, each with its own traceback
+                self._resolve([item], self._failure(outcome))
+        else:
+            self._resolve(group, list(range(outcome, outcome + len(group))))
+
+    @staticmethod
+    def _failure(exc: OSError) -> Exception:
+        """What a caller whose record could not be written gets."""
+        failure = SpoolFull("disk") if exc.errno in _DISK_FULL else OSError(exc.errno, exc.strerror)
+        failure.__cause__ = exc
+        return failure
+
+    def _sync_quietly(self, held: bool = False) -> None:
         """Background sync: the records were acknowledged already, so a failure has
-        no one to report to; the next sync tries again."""
-        self._sync_due = None
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._fsync(self._file.fileno())
+        no one to report to; the next sync tries again. The active file's descriptor
+        is duplicated under ``_io`` and synced outside it, so appends written by
+        other threads meanwhile do not wait for the disk."""
+        with self._lock:
+            self._sync_due = None
+        if held:
+            fd = os.dup(self._file.fileno()) if self._file is not None else -1
+        else:
+            with self._io:
+                fd = os.dup(self._file.fileno()) if self._file is not None else -1
+        if fd >= 0:
+            try:
+                with contextlib.suppress(OSError):
+                    self._fsync(fd)
+            finally:
+                os.close(fd)
 
     def _fsync(self, fd: int) -> None:
         os.fsync(fd)
@@ -446,7 +510,9 @@ class FileSpool:
             seq += 1
         return first, [p for p in parts if p.chunks]
 
-    def _write_group(self, group: list[_Append], size: int) -> None:
+    def _write_group(self, group: list[_Append], size: int) -> int | OSError:
+        """Under ``_io``: write ``group`` and return its first seq, or undo what was
+        written and return the error."""
         first, parts = self._plan_group(group)
         try:
             for i, part in enumerate(parts):
@@ -469,16 +535,9 @@ class FileSpool:
                 self._pending_bytes -= size
                 if exc.errno in _DISK_FULL:
                     self._disk_full += len(group)
-            for item in group:  # one exception object per caller, each with its own traceback
-                failure = (
-                    SpoolFull("disk")
-                    if exc.errno in _DISK_FULL
-                    else OSError(exc.errno, exc.strerror)
-                )
-                failure.__cause__ = exc
-                self._resolve([item], failure)
-            return
+            return exc
         self._publish(first, parts, group, size)
+        return first
 
     def _publish(self, seq: int, parts: list[_Part], group: list[_Append], size: int) -> None:
         for part in parts[:-1]:
@@ -486,10 +545,11 @@ class FileSpool:
                 part.file.close()
         if self._file is not None and all(p.file is not self._file for p in parts):
             self._file.close()  # the old active segment, left for a fresh one
-        if self._policy == "interval" and self._sync_due is None:
-            self._sync_due = time.monotonic() + self._interval
         self._file, self._rotate = parts[-1].file, False
         with self._lock:
+            if self._policy == "interval" and self._sync_due is None:
+                self._sync_due = time.monotonic() + self._interval
+                self._work.notify()  # the flusher waits for it
             for part in parts:
                 if part.new:
                     self._segments.append(part.segment)
@@ -500,7 +560,6 @@ class FileSpool:
             self._live_bytes += size
             self._appends += len(group)
             self._readable.notify_all()
-        self._resolve(group, list(range(seq, seq + len(group))))
 
     def _rollback(self, parts: list[_Part]) -> None:
         """Undo a failed group: no half record stays behind, no new segment survives."""
@@ -532,6 +591,7 @@ class FileSpool:
         """Hand each append its seq (or the failure) on its own event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
         for n, item in enumerate(group):
+            assert item.loop is not None and item.future is not None  # queued appends
             result = results if isinstance(results, BaseException) else results[n]
             by_loop.setdefault(item.loop, []).append((item.future, result))
         for loop, items in by_loop.items():
