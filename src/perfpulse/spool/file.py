@@ -23,14 +23,16 @@ Under the ``"always"`` policy appends are grouped: a flusher thread takes every
 append waiting since its last write, frames them, and writes them with one
 ``write()`` and one ``fsync``; then each caller's await returns its seq. While one
 group is being synced the next one gathers, so a busy collector pays one fsync for
-many records. Under ``"interval"`` and ``"never"`` an append is durable once its
-bytes reach the operating system, so it writes them itself, on the caller's
+many records. Under ``"interval"`` and ``"never"`` an append is done once its
+bytes reach the operating system, so the caller writes them itself, on its own
 thread, with no hand-off to the flusher and back (a thread wake-up and an event
-loop wake-up per group, which cost a single beacon more than its own write);
-the flusher then only syncs, every ``fsync_interval_s`` under ``"interval"``, and
-under ``"never"`` at ``close()``. With either, a machine crash can lose acknowledged records; the
-writer then holds a checkpoint beyond the spool's last record, and ``commit(checkpoint)``
-at start-up moves the numbering past it, so no seq is ever handed out twice. Call it
+loop wake-up per group, which cost a single beacon more than its own write). The
+flusher then only syncs: every ``fsync_interval_s`` under ``"interval"``, at
+``close()`` under ``"never"``. (A segment that fills up is still synced when the
+next one starts, by the appending thread: once per ``segment_bytes``.) With
+either policy, a machine crash can lose acknowledged records; the writer then
+holds a checkpoint beyond the spool's last record, and ``commit(checkpoint)`` at
+start-up moves the numbering past it, so no seq is ever handed out twice. Call it
 before ingest starts appending.
 
 Cancelling an ``append`` does not withdraw the record: once queued it is written.
