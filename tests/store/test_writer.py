@@ -124,3 +124,25 @@ def test_a_failing_storage_keeps_every_record_for_later() -> None:
     db.always = False
     assert writer.drain() == 2
     assert stored(db) == ["a-0", "b-0"]
+
+
+def test_a_value_of_the_wrong_type_fails_its_record_alone_and_nothing_is_half_stored(
+    tmp_path: Path,
+) -> None:
+    """The Arrow columns refuse a float in an integer column (no silent truncation):
+    that record's flush rolls back whole, then it alone is set aside."""
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    bad = http_rows("bad", 2)
+    status = [name for name, _ in LAYOUTS["http"]].index("status")
+    bad[1] = (*bad[1][:status], 200.5, *bad[1][status + 1 :])
+    wrong = RECORD_ENCODER.encode(SpoolRecord(key="bad", received=NOW, rows={"http": bad}))
+    fill(spool, [record("a", 1), wrong, record("c", 1)])
+    writer = Writer(spool, db, CollectorMetrics(), quarantine_dir=tmp_path / "q")
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            writer.flush_once()
+    assert stored(db) == []  # the whole flush rolled back, "bad-0" too
+    assert writer.drain() == 2
+    assert stored(db) == ["a-0", "c-0"]
+    assert writer.quarantined == 1
+    assert db.checkpoint() == 3
