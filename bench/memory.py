@@ -175,8 +175,8 @@ _IMPORTS = """
 import json, psutil
 p = psutil.Process()
 out = [("python", p.memory_info().rss)]
-for name in ("duckdb", "numpy", "starlette.applications", "uvicorn", "httpx", "msgspec",
-             "prometheus_client", "perfpulse.server"):
+for name in ("duckdb", "nanoarrow", "starlette.applications", "uvicorn", "msgspec",
+             "prometheus_client", "perfpulse.server"):  # what a collector that only ingests loads
     __import__(name)
     out.append((name, p.memory_info().rss))
 import tempfile, pathlib
