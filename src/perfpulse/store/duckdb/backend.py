@@ -1,11 +1,12 @@
 """The embedded backend: one DuckDB file, owned by one collector process.
 
-Writes arrive as columns from the single writer thread, handed to DuckDB as one
-Arrow record batch per table (built by nanoarrow), in one transaction per flush together with the batch ids and the spool checkpoint, so
-a crash either stores a flush whole or not at all. Each flush also appends its
-per-minute and per-hour sketch rows (``rollup_1m``, ``rollup_1h``); repeated
-keys from many flushes are merged later by :meth:`DuckDBBackend.compact`, and
-reads ``SUM`` them anyway, so answers are exact at every moment.
+Writes arrive as columns from the single writer thread and reach DuckDB as one
+Arrow record batch per table (built by nanoarrow), in one transaction per flush
+together with the batch ids and the spool checkpoint, so a crash either stores a
+flush whole or not at all. Each flush also appends its per-minute and per-hour
+sketch rows (``rollup_1m``, ``rollup_1h``); repeated keys from many flushes are
+merged later by :meth:`DuckDBBackend.compact`, and reads ``SUM`` them anyway, so
+answers are exact at every moment.
 
 Reads use a cursor per call, so queries from several threads run beside the
 writer (DuckDB's MVCC shows each the last committed flush).

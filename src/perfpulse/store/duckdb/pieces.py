@@ -507,6 +507,9 @@ def sketch_groups(pieces: Pieces, keys: list[tuple[Any, ...]], q: SketchQuery) -
     )
 
 
+# --- the sketch's quantiles and bucket values over arrays (perfpulse.sketch, in numpy)
+
+
 def grouped_quantiles(
     buckets: npt.NDArray[np.int64],
     counts: npt.NDArray[np.int64],
