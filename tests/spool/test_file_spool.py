@@ -489,7 +489,7 @@ def test_only_always_hands_appends_to_the_flusher_thread(
     open_spool: OpenSpool, tmp_path: Path, fsync: FsyncPolicy, on_caller: bool
 ) -> None:
     """Under "interval" and "never" an append is acknowledged once written, so the
-    caller writes it: no wake-up of the flusher and back per append."""
+    caller's event loop writes it: no wake-up of the flusher and back per append."""
     writers: set[str] = set()
 
     class Watched(io.FileIO):
@@ -502,6 +502,29 @@ def test_only_always_hands_appends_to_the_flusher_thread(
     me = threading.current_thread().name
     assert writers == ({me} if on_caller else {"perfpulse-spool"})
     assert dict(spool.read(after=0)) == dict(zip(range(1, 51), payloads(50), strict=True))
+    close(spool)
+
+
+@pytest.mark.parametrize("fsync", ["interval", "never"])
+def test_appends_made_together_on_one_loop_share_one_write(
+    open_spool: OpenSpool, tmp_path: Path, fsync: FsyncPolicy
+) -> None:
+    writes: list[int] = []
+
+    class Counted(io.FileIO):
+        def write(self, data: Any) -> int:
+            writes.append(len(data))
+            return super().write(data)
+
+    spool = open_spool(tmp_path, fsync=fsync, opener=lambda path: Counted(path, "ab"))
+
+    async def burst() -> list[int]:
+        return list(await asyncio.gather(*(spool.append(p) for p in payloads(100))))
+
+    seqs = asyncio.run(burst())
+    assert sorted(seqs) == list(range(1, 101))
+    assert len(writes) == 1  # the hundred records went out in one write()
+    assert dict(spool.read(after=0)) == dict(zip(seqs, payloads(100), strict=True))
     close(spool)
 
 

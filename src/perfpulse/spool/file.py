@@ -24,11 +24,14 @@ append waiting since its last write, frames them, and writes them with one
 ``write()`` and one ``fsync``; then each caller's await returns its seq. While one
 group is being synced the next one gathers, so a busy collector pays one fsync for
 many records. Under ``"interval"`` and ``"never"`` an append is done once its
-bytes reach the operating system, so the caller writes them itself, on its own
-thread, with no hand-off to the flusher and back (a thread wake-up and an event
-loop wake-up per group, which cost a single beacon more than its own write). The
-flusher then only syncs: every ``fsync_interval_s`` under ``"interval"``, at
-``close()`` under ``"never"``. (A segment that fills up is still synced when the
+bytes reach the operating system, so the caller's event loop writes them itself:
+the appends made while it runs its ready handlers are written together, with one
+``write()``, by a callback it runs right after them. There is no hand-off to the
+flusher and back (a thread wake-up and an event loop wake-up per group, which
+cost a single beacon more than its own write), and no ``write()`` per record
+either (each is a moment without the GIL, in which the storage writer's thread
+can take it for up to a switch interval). The flusher then only syncs: every
+``fsync_interval_s`` under ``"interval"``, at ``close()`` under ``"never"``. (A segment that fills up is still synced when the
 next one starts, by the appending thread: once per ``segment_bytes``.) With
 either policy, a machine crash can lose acknowledged records; the writer then
 holds a checkpoint beyond the spool's last record, and ``commit(checkpoint)`` at
@@ -161,8 +164,8 @@ def _recover(directory: Path) -> tuple[list[_Segment], int, int]:
 class _Append:
     payload: bytes
     size: int
-    future: asyncio.Future[int] | None = None  # None: written by the caller itself
-    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[int]
+    loop: asyncio.AbstractEventLoop
 
 
 @dataclass(eq=False, slots=True)
@@ -239,6 +242,7 @@ class FileSpool:
         self._read_upto = 0
         self._live_bytes = sum(s.size for s in self._segments)
         self._pending: deque[_Append] = deque()
+        self._here: dict[asyncio.AbstractEventLoop, list[_Append]] = {}  # see _append_here
         self._pending_bytes = 0
         self._closing = False
         self._flusher: threading.Thread | None = None
@@ -248,6 +252,7 @@ class FileSpool:
         self._io = threading.Lock()
         self._file: BinaryIO | None = None  # open handle on self._segments[-1]
         self._rotate = False  # the active segment has a tail we failed to remove
+        self._shut = False  # the flusher closed the files for good
 
     # -- the event loop side ---------------------------------------------------------
 
@@ -259,7 +264,7 @@ class FileSpool:
             raise ValueError("a spool record holds at most 4 GiB")
         size = HEADER.size + len(payload)
         if self._policy != "always":
-            return self._append_now(payload, size)
+            return await self._append_here(payload, size)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         with self._lock:
@@ -280,34 +285,60 @@ class FileSpool:
                 self._work.notify()
         return await future
 
-    def _append_now(self, payload: bytes, size: int) -> int:
-        """Write one record on the caller's thread (policies that do not sync per append)."""
-        item = _Append(payload, size)
-        with self._io:
-            with self._lock:
-                if self._closing:
+    async def _append_here(self, payload: bytes, size: int) -> int:
+        """Policies that do not sync per append: the record joins the group that this
+        event loop writes itself once the handlers ready now have run (one ``write()``
+        for all of them, and no other thread involved)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("append on a closed spool")
+            if self._live_bytes + self._pending_bytes + size > self._max_bytes:
+                self._full += 1
+                raise SpoolFull("full")
+            self._pending_bytes += size
+            group = self._here.get(loop)
+            if group is None:
+                group = self._here[loop] = []
+                loop.call_soon(self._write_here, loop)
+            group.append(_Append(payload, size, future, loop))
+            if self._flusher is None:  # it syncs in the background
+                self._flusher = threading.Thread(
+                    target=self._run, name="perfpulse-spool", daemon=True
+                )
+                self._flusher.start()
+        return await future
+
+    def _write_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the group ``loop`` gathered (on that loop) and settle its futures."""
+        with self._lock:
+            group = self._here.pop(loop, [])
+        if not group:
+            return
+        size = sum(item.size for item in group)
+        outcomes: list[int | BaseException]
+        try:
+            with self._io:
+                if self._shut:  # closed on another loop before this group's turn
                     raise RuntimeError("append on a closed spool")
-                if self._live_bytes + self._pending_bytes + size > self._max_bytes:
-                    self._full += 1
-                    raise SpoolFull("full")
-                self._pending_bytes += size
-                if self._flusher is None:  # it syncs in the background
-                    self._flusher = threading.Thread(
-                        target=self._run, name="perfpulse-spool", daemon=True
-                    )
-                    self._flusher.start()
-            try:
-                outcome = self._write_group([item], size)
-            except BaseException:
-                with self._lock:
-                    self._pending_bytes -= size
-                raise
-        if isinstance(outcome, OSError):
-            raise self._failure(outcome)
-        return outcome
+                outcome = self._write_group(group, size)
+        except Exception as exc:  # a bug must fail these appends, not hang them
+            with self._lock:
+                self._pending_bytes -= size
+            outcomes = [exc] * len(group)
+        else:
+            if isinstance(outcome, OSError):
+                outcomes = [self._failure(outcome) for _ in group]
+            else:
+                outcomes = list(range(outcome, outcome + len(group)))
+        _settle([(item.future, result) for item, result in zip(group, outcomes, strict=True)])
 
     async def close(self) -> None:
         """Write what is queued, sync (under every policy), close, release the lock."""
+        # What this loop gathered goes out now; a group of another loop is written
+        # by the callback already scheduled there (or fails, once the files closed).
+        self._write_here(asyncio.get_running_loop())
         with self._lock:
             self._closing = True
             self._work.notify()
@@ -441,6 +472,7 @@ class FileSpool:
                     self._sync_quietly(held=True)
                 self._file.close()
                 self._file = None
+            self._shut = True
 
     def _flush_group(self, group: list[_Append], size: int) -> None:
         """Write a group of queued appends and settle their futures."""
@@ -593,7 +625,6 @@ class FileSpool:
         """Hand each append its seq (or the failure) on its own event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
         for n, item in enumerate(group):
-            assert item.loop is not None and item.future is not None  # queued appends
             result = results if isinstance(results, BaseException) else results[n]
             by_loop.setdefault(item.loop, []).append((item.future, result))
         for loop, items in by_loop.items():
