@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ from perfpulse.model.rows import LAYOUTS, RECORD_ENCODER, SpoolRecord, to_column
 from perfpulse.spool import MemorySpool
 from perfpulse.store.base import Flush
 from perfpulse.store.duckdb.backend import DuckDBBackend
-from perfpulse.store.writer import Writer
+from perfpulse.store.writer import WRITER_NICE, Writer
 from perfpulse.telemetry import CollectorMetrics
 
 NOW = 1_790_000_000.0
@@ -146,3 +150,23 @@ def test_a_value_of_the_wrong_type_fails_its_record_alone_and_nothing_is_half_st
     assert stored(db) == ["a-0", "c-0"]
     assert writer.quarantined == 1
     assert db.checkpoint() == 3
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads have their own niceness on Linux")
+def test_the_writer_thread_runs_nicer_than_the_event_loop(tmp_path: Path) -> None:
+    """Ingest is answered first when CPU is short; storage catches up from the spool."""
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    fill(spool, [record("a", 1)])
+    writer = Writer(spool, db, CollectorMetrics())
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while db.checkpoint() != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert db.checkpoint() == 1  # it ran and stored the record
+        assert writer._thread is not None and writer._thread.native_id is not None
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        theirs = os.getpriority(os.PRIO_PROCESS, writer._thread.native_id)
+        assert theirs == min(mine + WRITER_NICE, 19)
+    finally:
+        writer.stop()

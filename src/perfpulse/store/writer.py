@@ -21,6 +21,12 @@ bigger flushes of a one-second window raised the collector's peak memory at
 window stretched to keep flushing under a quarter of the thread's time peaked at
 152 MB in its one run.
 
+The thread runs ``WRITER_NICE`` (10) steps nicer than the process (on Linux, where
+a thread has its own niceness): when the machine has no CPU to spare, answering ingest comes first and storage
+catches up in the gaps, with the spool holding the difference (and ingest
+answering 503 once it is full). On 2 cores under batch load the acknowledged rate
+rose from about 180 to 205 batches/s with it, and single beacons by about 8 %.
+
 A failing write is retried with backoff and counted; it never kills the thread.
 After three failures in a row the writer tries the records one by one: a record
 that fails on its own while others succeed is set aside in ``quarantine/`` (and
@@ -30,7 +36,10 @@ fault is the storage's (a full disk), and the writer keeps retrying.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +53,10 @@ from perfpulse.store.base import Backend, Flush
 from perfpulse.telemetry import CollectorMetrics
 
 log = logging.getLogger("perfpulse.writer")
+
+#: How much nicer than the process the writer thread runs (Linux): below the event
+#: loop that answers ingest.
+WRITER_NICE = 10
 
 
 def _join(tables: dict[str, Columns], table: str, columns: Columns) -> None:
@@ -191,6 +204,11 @@ class Writer:
             self.backend.enforce_retention(self.clock())
 
     def _run(self) -> None:
+        if sys.platform == "linux":  # elsewhere PRIO_PROCESS would take the whole process
+            tid = threading.get_native_id()
+            with contextlib.suppress(OSError):
+                nice = os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE
+                os.setpriority(os.PRIO_PROCESS, tid, min(nice, 19))
         backoff = 0.05
         while not self._stop.is_set():
             try:
