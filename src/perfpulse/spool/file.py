@@ -242,7 +242,7 @@ class FileSpool:
         self._read_upto = 0
         self._live_bytes = sum(s.size for s in self._segments)
         self._pending: deque[_Append] = deque()
-        self._here: dict[asyncio.AbstractEventLoop, list[_Append]] = {}  # see _append_here
+        self._here: dict[asyncio.AbstractEventLoop, list[_Append]] = {}  # see append
         self._pending_bytes = 0
         self._closing = False
         self._flusher: threading.Thread | None = None
@@ -263,34 +263,9 @@ class FileSpool:
         if len(payload) > 0xFFFF_FFFF:
             raise ValueError("a spool record holds at most 4 GiB")
         size = HEADER.size + len(payload)
-        if self._policy != "always":
-            return await self._append_here(payload, size)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        with self._lock:
-            if self._closing:
-                raise RuntimeError("append on a closed spool")
-            if self._live_bytes + self._pending_bytes + size > self._max_bytes:
-                self._full += 1
-                raise SpoolFull("full")
-            waiting = bool(self._pending)  # then the flusher was woken for those already
-            self._pending.append(_Append(payload, size, future, loop))
-            self._pending_bytes += size
-            if self._flusher is None:
-                self._flusher = threading.Thread(
-                    target=self._run, name="perfpulse-spool", daemon=True
-                )
-                self._flusher.start()
-            if not waiting:
-                self._work.notify()
-        return await future
-
-    async def _append_here(self, payload: bytes, size: int) -> int:
-        """Policies that do not sync per append: the record joins the group that this
-        event loop writes itself once the handlers ready now have run (one ``write()``
-        for all of them, and no other thread involved)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
+        item = _Append(payload, size, future, loop)
         with self._lock:
             if self._closing:
                 raise RuntimeError("append on a closed spool")
@@ -298,12 +273,17 @@ class FileSpool:
                 self._full += 1
                 raise SpoolFull("full")
             self._pending_bytes += size
-            group = self._here.get(loop)
-            if group is None:
-                group = self._here[loop] = []
-                loop.call_soon(self._write_here, loop)
-            group.append(_Append(payload, size, future, loop))
-            if self._flusher is None:  # it syncs in the background
+            if self._policy == "always":  # the flusher's next group
+                if not self._pending:  # else it was woken for those already
+                    self._work.notify()
+                self._pending.append(item)
+            else:  # the group this loop writes once its ready handlers have run
+                group = self._here.get(loop)
+                if group is None:
+                    group = self._here[loop] = []
+                    loop.call_soon(self._write_here, loop)
+                group.append(item)
+            if self._flusher is None:  # writes and syncs under "always", else only syncs
                 self._flusher = threading.Thread(
                     target=self._run, name="perfpulse-spool", daemon=True
                 )

@@ -21,11 +21,12 @@ bigger flushes of a one-second window raised the collector's peak memory at
 window stretched to keep flushing under a quarter of the thread's time peaked at
 152 MB in its one run.
 
-The thread runs ``WRITER_NICE`` (10) steps nicer than the process (on Linux, where
-a thread has its own niceness): when the machine has no CPU to spare, answering ingest comes first and storage
-catches up in the gaps, with the spool holding the difference (and ingest
-answering 503 once it is full). On 2 cores under batch load the acknowledged rate
-rose from about 180 to 205 batches/s with it, and single beacons by about 8 %.
+The thread runs ``WRITER_NICE`` (10) steps nicer than the process (on Linux,
+where a thread has its own niceness): when the machine has no CPU to spare,
+answering ingest comes first and storage catches up in the gaps, with the spool
+holding the difference (and ingest answering 503 once it is full). On 2 cores
+under batch load the acknowledged rate rose from about 180 to 205 batches/s with
+it, and single beacons by about 8 %.
 
 A failing write is retried with backoff and counted; it never kills the thread.
 After three failures in a row the writer tries the records one by one: a record
