@@ -294,25 +294,9 @@ class FileSpool:
         """Write the group ``loop`` gathered (on that loop) and settle its futures."""
         with self._lock:
             group = self._here.pop(loop, [])
-        if not group:
-            return
-        size = sum(item.size for item in group)
-        outcomes: list[int | BaseException]
-        try:
-            with self._io:
-                if self._shut:  # closed on another loop before this group's turn
-                    raise RuntimeError("append on a closed spool")
-                outcome = self._write_group(group, size)
-        except Exception as exc:  # a bug must fail these appends, not hang them
-            with self._lock:
-                self._pending_bytes -= size
-            outcomes = [exc] * len(group)
-        else:
-            if isinstance(outcome, OSError):
-                outcomes = [self._failure(outcome) for _ in group]
-            else:
-                outcomes = list(range(outcome, outcome + len(group)))
-        _settle([(item.future, result) for item, result in zip(group, outcomes, strict=True)])
+        if group:
+            outcomes = self._write_outcomes(group)
+            _settle([(item.future, out) for item, out in zip(group, outcomes, strict=True)])
 
     async def close(self) -> None:
         """Write what is queued, sync (under every policy), close, release the lock."""
@@ -439,7 +423,7 @@ class FileSpool:
                     size += group[-1].size
                 stop = self._closing and not self._pending
             if group:
-                self._flush_group(group, size)
+                self._resolve(group, self._write_outcomes(group))
             with self._lock:
                 due = self._sync_due
             if due is not None and (stop or due <= time.monotonic()):
@@ -454,21 +438,22 @@ class FileSpool:
                 self._file = None
             self._shut = True
 
-    def _flush_group(self, group: list[_Append], size: int) -> None:
-        """Write a group of queued appends and settle their futures."""
+    def _write_outcomes(self, group: list[_Append]) -> list[int | BaseException]:
+        """Write a group (from the flusher, or from the loop that gathered it) and
+        return what each append gets: its seq, or the failure."""
+        size = sum(item.size for item in group)
         try:
             with self._io:
+                if self._shut:  # closed on another loop before this group's turn
+                    raise RuntimeError("append on a closed spool")
                 outcome = self._write_group(group, size)
         except Exception as exc:  # a bug must fail these appends, not hang them
             with self._lock:
                 self._pending_bytes -= size
-            self._resolve(group, exc)
-            return
-        if isinstance(outcome, OSError):
-            for item in group:  # one exception object per caller, each with its own traceback
-                self._resolve([item], self._failure(outcome))
-        else:
-            self._resolve(group, list(range(outcome, outcome + len(group))))
+            return [exc] * len(group)
+        if isinstance(outcome, OSError):  # one exception per caller, each with its own traceback
+            return [self._failure(outcome) for _ in group]
+        return list(range(outcome, outcome + len(group)))
 
     @staticmethod
     def _failure(exc: OSError) -> Exception:
@@ -601,11 +586,10 @@ class FileSpool:
             os.close(fd)
 
     @staticmethod
-    def _resolve(group: list[_Append], results: list[int] | BaseException) -> None:
+    def _resolve(group: list[_Append], results: list[int | BaseException]) -> None:
         """Hand each append its seq (or the failure) on its own event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
-        for n, item in enumerate(group):
-            result = results if isinstance(results, BaseException) else results[n]
+        for item, result in zip(group, results, strict=True):
             by_loop.setdefault(item.loop, []).append((item.future, result))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: no one waits
