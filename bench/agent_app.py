@@ -17,6 +17,7 @@ VARIANT_ENV = "PP_BENCH_VARIANT"
 COLLECTOR_ENV = "PP_BENCH_COLLECTOR"
 KEY_ENV = "PP_BENCH_INGEST_KEY"
 SENTRY_ENV = "PP_BENCH_SENTRY_DSN"
+STUB_ENV = "PP_BENCH_STUB"  # the stub receiver: for perfpulse-stub, the same one Sentry posts to
 
 
 def make_app() -> Any:
@@ -39,13 +40,13 @@ def make_app() -> Any:
         return PlainTextResponse("ok")
 
     app: Any = Starlette(routes=[Route("/items/{item_id}", item), Route("/healthz", healthz)])
-    if variant == "perfpulse":
+    if variant in ("perfpulse", "perfpulse-stub"):
         import perfpulse.agent
         from perfpulse.agent.asgi import PerfpulseMiddleware
 
         perfpulse.agent.init(
             service="bench",
-            endpoint=os.environ[COLLECTOR_ENV],
+            endpoint=os.environ[STUB_ENV if variant == "perfpulse-stub" else COLLECTOR_ENV],
             key=os.environ.get(KEY_ENV, ""),
             release="b",
         )

@@ -8,16 +8,23 @@ in five variants:
 - ``bare``: no instrumentation, the baseline;
 - ``perfpulse``: :class:`perfpulse.agent.asgi.PerfpulseMiddleware`, sending to a
   real ``perfpulse serve`` on loopback (resource sampler on, every 10 s);
+- ``perfpulse-stub``: the same agent sending to the stub receiver the Sentry
+  variant sends to (below), which answers 200 to every batch. The agent's work
+  is the same (encoding, gzip, one ``POST`` a batch); what is left out is the
+  collector's storage work, which runs on wrk's CPU (below) and, even at nice
+  19, slows wrk enough to raise the server's CPU per request (about 7 µs in 20
+  paired rounds on Nov 27, 2026). The peers send nothing to a real backend
+  either (the OTel exporter drops the spans; nobody scrapes Prometheus);
 - ``prometheus``: ``prometheus-fastapi-instrumentator`` (``instrument(app)``);
 - ``otel``: OpenTelemetry's ASGI middleware with the SDK's ``TracerProvider``
   and a ``BatchSpanProcessor`` whose exporter drops the spans (no-op exporter,
   so no export cost is counted, only the spans' creation and batching);
 - ``sentry``: ``sentry-sdk`` with ``traces_sample_rate=1.0`` (its Starlette
-  integration is enabled automatically), DSN pointing at a dummy HTTP server
-  on 127.0.0.1 that answers 200 to every envelope.
+  integration is enabled automatically), DSN pointing at the stub receiver, an
+  HTTP server on 127.0.0.1 that answers 200 to every envelope.
 
 **Method.** The app server is pinned to CPU 1; ``wrk`` (one thread, 16
-connections), the collector and the dummy Sentry server share CPU 0, the last
+connections), the collector and the stub receiver share CPU 0, the last
 two at nice 19 so that they do not slow wrk down (see :func:`background`). The
 headline figure is the **server's CPU time per request**: the user + system
 time of the server process (all its threads: the agent's sender, OTel's batch
@@ -68,10 +75,10 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.agent_app import COLLECTOR_ENV, KEY_ENV, SENTRY_ENV, VARIANT_ENV, make_app
+from bench.agent_app import COLLECTOR_ENV, KEY_ENV, SENTRY_ENV, STUB_ENV, VARIANT_ENV, make_app
 from bench.servers import INGEST_KEY, collector, free_port, pythonpath
 
-VARIANTS = ("bare", "perfpulse", "prometheus", "otel", "sentry")
+VARIANTS = ("bare", "perfpulse", "perfpulse-stub", "prometheus", "otel", "sentry")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -95,7 +102,7 @@ class _Envelopes(BaseHTTPRequestHandler):
 def background(pid: int) -> None:
     """Every thread of process ``pid`` at nice 19 (the threads it starts later inherit it).
 
-    For what the agents send to (the collector, the dummy Sentry server): on CPU 0
+    For what the agents send to (the collector, the stub receiver): on CPU 0
     they would take time from wrk, and a server loaded with fewer requests a second
     spends more CPU on each (its event loop handles fewer per wake-up), which would
     count their receiver's work against perfpulse and Sentry.
@@ -106,7 +113,11 @@ def background(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def dummy_sentry() -> Iterator[str]:
+def stub_receiver() -> Iterator[str]:
+    """An HTTP server on loopback that answers 200 to every ``POST``; yields its base URL.
+
+    Sentry's envelopes and, for ``perfpulse-stub``, the agent's batches go here.
+    """
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Envelopes)
 
     def serve() -> None:
@@ -117,7 +128,7 @@ def dummy_sentry() -> Iterator[str]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield f"http://public@127.0.0.1:{httpd.server_port}/1"
+        yield f"http://127.0.0.1:{httpd.server_port}"
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -284,14 +295,15 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_compile:
         compile_sources()
     with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {0})  # wrk, the collector and the dummy Sentry: CPU 0
+        os.sched_setaffinity(0, {0})  # wrk, the collector and the stub receiver: CPU 0
     tmp = Path(tempfile.mkdtemp(prefix="pp-agent-bench-"))
     loads: dict[str, list[Load]] = {v: [] for v in variants}
     rss: dict[str, list[float]] = {v: [] for v in variants}
     inproc: dict[str, float] = {}
-    with collector(tmp / "data", fsync="interval") as server, dummy_sentry() as dsn:
+    with collector(tmp / "data", fsync="interval") as server, stub_receiver() as stub:
         background(server.proc.pid)
-        env = {COLLECTOR_ENV: server.base, KEY_ENV: INGEST_KEY, SENTRY_ENV: dsn}
+        dsn = stub.replace("http://", "http://public@", 1) + "/1"
+        env = {COLLECTOR_ENV: server.base, KEY_ENV: INGEST_KEY, SENTRY_ENV: dsn, STUB_ENV: stub}
         for variant in variants:
             inproc[variant] = inprocess(variant, args.calls, env)
             print(f"in-process {variant}: {inproc[variant]:.2f} µs/request", file=sys.stderr)
