@@ -47,9 +47,16 @@ count the CPU time of that process (its background threads included) per call:
 best of 5 runs in each of 3 fresh interpreters. It is the low-noise figure on a
 busy machine.
 
+``--instructions`` replaces the timing with instruction counts: each variant's
+server runs once under valgrind's callgrind and the instructions a request are
+reported per thread (see :func:`instructions`). They are exact and repeatable,
+so they show what a change to the agent saves; the time an instruction takes
+is not in them.
+
 Run::
 
     python -m bench.agent_overhead --duration 10 --rounds 3
+    python -m bench.agent_overhead --instructions --duration 20
 """
 
 from __future__ import annotations
@@ -85,6 +92,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- helpers of the driving process ----------------------------------------------
 
 
+class _StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # an app server stopped between rounds resets its kept-alive connection: expected
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Envelopes(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -118,7 +134,7 @@ def stub_receiver() -> Iterator[str]:
 
     Sentry's envelopes and, for ``perfpulse-stub``, the agent's batches go here.
     """
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Envelopes)
+    httpd = _StubServer(("127.0.0.1", 0), _Envelopes)
 
     def serve() -> None:
         with contextlib.suppress(OSError):  # this thread, and the ones it starts
@@ -135,10 +151,20 @@ def stub_receiver() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def app_server(variant: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+def app_server(
+    variant: str,
+    env: dict[str, str],
+    log: Path,
+    prefix: tuple[str, ...] = (),
+    start_s: float = 60.0,
+) -> Iterator[tuple[str, int]]:
+    """The app of ``variant`` under uvicorn, pinned to CPU 1; yields its URL and pid.
+
+    ``prefix`` goes before the command (valgrind, for :func:`instructions`).
+    """
     port = free_port()
     argv = [
-        sys.executable, "-m", "uvicorn", "bench.agent_app:make_app", "--factory",
+        *prefix, sys.executable, "-m", "uvicorn", "bench.agent_app:make_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     full_env = {**os.environ, "PYTHONPATH": pythonpath(), VARIANT_ENV: variant, **env}
@@ -148,7 +174,7 @@ def app_server(variant: str, env: dict[str, str], log: Path) -> Iterator[tuple[s
         os.sched_setaffinity(proc.pid, {1})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{variant} exited: {log.read_text()[-2000:]}")
@@ -162,7 +188,7 @@ def app_server(variant: str, env: dict[str, str], log: Path) -> Iterator[tuple[s
     finally:
         proc.terminate()
         try:
-            proc.wait(30)
+            proc.wait(start_s)  # under valgrind, writing its counts takes a while
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -197,6 +223,68 @@ def wrk(url: str, duration_s: float, connections: int) -> Load:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     return Load(rps, latency_us, int(errors[1]) if errors else 0, requests)
+
+
+@dataclass
+class Counted:
+    requests: int
+    main: float  # instructions a request on the event loop's thread
+    other: float  # on every other thread together (the agents' own)
+
+
+def instructions(variant: str, env: dict[str, str], seconds: float, tmp: Path) -> Counted:
+    """Instructions a request for ``variant``, counted by valgrind's callgrind.
+
+    The server runs under ``valgrind --tool=callgrind --instr-atstart=no
+    --separate-threads=yes``; counting is switched on (``callgrind_control -i
+    on``) after a warm-up and off after ``seconds`` of wrk with 4 connections. A
+    count does not move with the machine's speed or with what else runs, so it
+    shows a change of a few hundred instructions that CPU time, ±30 % from one
+    round to the next, cannot. It leaves out the kernel's work and the cost of
+    each instruction (cache misses, branch mispredictions).
+    """
+    out = tmp / f"callgrind.{variant}"
+    prefix = (
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+        f"--callgrind-out-file={out}.%p",
+    )  # fmt: skip
+    with app_server(variant, env, tmp / f"{variant}.log", prefix, start_s=300) as (url, pid):
+        wrk(url, 5, 4)
+        subprocess.run(["callgrind_control", "-i", "on", str(pid)], capture_output=True, check=True)
+        load = wrk(url, seconds, 4)
+        subprocess.run(
+            ["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True
+        )
+    main = other = 0
+    for part in tmp.glob(f"callgrind.{variant}.{pid}-*"):
+        totals = re.search(r"^totals:\s+(\d+)", part.read_text(), re.M)
+        count = int(totals[1]) if totals else 0
+        if part.name.endswith("-01"):  # thread 1: the main thread, the event loop's
+            main += count
+        else:
+            other += count
+    return Counted(load.requests, main / load.requests, other / load.requests)
+
+
+def instructions_report(counted: dict[str, Counted], seconds: float) -> str:
+    base = counted.get("bare")
+    lines = [
+        f"Instructions a request (valgrind callgrind, user space only; wrk -c4, {seconds:g} s"
+        " under valgrind; the collector and stub receiver as in the timed runs)",
+        "",
+        "| variant | requests counted | event loop's thread | other threads | total |"
+        " added on the loop's thread | added in all |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v, c in counted.items():
+        total = c.main + c.other
+        loop = f"{c.main - base.main:+,.0f}" if base else "n/a"
+        added = f"{total - (base.main + base.other):+,.0f}" if base else "n/a"
+        lines.append(
+            f"| {v} | {c.requests:,} | {c.main:,.0f} | {c.other:,.0f} | {total:,.0f} | {loop} |"
+            f" {added} |"
+        )
+    return "\n".join(lines)
 
 
 def compile_sources() -> None:
@@ -282,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="do not byte-compile perfpulse and bench/ first (see compile_sources)",
     )
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions a request under valgrind instead of timing (see instructions)",
+    )
     ap.add_argument("--inprocess", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.inprocess:
@@ -291,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("needs wrk (apt-get install wrk)")
+    if args.instructions and shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
     variants = args.variants.split(",")
     if not args.no_compile:
         compile_sources()
@@ -304,6 +399,13 @@ def main(argv: list[str] | None = None) -> None:
         background(server.proc.pid)
         dsn = stub.replace("http://", "http://public@", 1) + "/1"
         env = {COLLECTOR_ENV: server.base, KEY_ENV: INGEST_KEY, SENTRY_ENV: dsn, STUB_ENV: stub}
+        if args.instructions:
+            counted: dict[str, Counted] = {}
+            for variant in variants:
+                counted[variant] = instructions(variant, env, args.duration, tmp)
+                print(f"{variant}: {counted[variant]}", file=sys.stderr)
+            print(instructions_report(counted, args.duration))
+            return
         for variant in variants:
             inproc[variant] = inprocess(variant, args.calls, env)
             print(f"in-process {variant}: {inproc[variant]:.2f} µs/request", file=sys.stderr)
