@@ -3,7 +3,7 @@
 One do-nothing Starlette route (``GET /items/{item_id}`` answering ``ok``,
 built by :mod:`bench.agent_app`, which the server process imports alone),
 served by uvicorn (one process, uvloop + httptools), measured in the same run
-in five variants:
+in six variants:
 
 - ``bare``: no instrumentation, the baseline;
 - ``perfpulse``: :class:`perfpulse.agent.asgi.PerfpulseMiddleware`, sending to a
@@ -263,6 +263,8 @@ def instructions(variant: str, env: dict[str, str], seconds: float, tmp: Path) -
             main += count
         else:
             other += count
+    if main == 0:
+        raise RuntimeError(f"valgrind left no counts for {variant} (see {tmp / variant}.log)")
     return Counted(load.requests, main / load.requests, other / load.requests)
 
 
