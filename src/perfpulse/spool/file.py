@@ -31,9 +31,9 @@ flusher and back (a thread wake-up and an event loop wake-up per group, which
 cost a single beacon more than its own write), and no ``write()`` per record
 either (each is a moment without the GIL, in which the storage writer's thread
 can take it for up to a switch interval). The flusher then only syncs: every
-``fsync_interval_s`` under ``"interval"``, at ``close()`` under ``"never"``. (A segment that fills up is still synced when the
-next one starts, by the appending thread: once per ``segment_bytes``.) With
-either policy, a machine crash can lose acknowledged records; the writer then
+``fsync_interval_s`` under ``"interval"``, at ``close()`` under ``"never"``. (A
+segment that fills up is still synced when the next one starts, by the
+appending thread: once per ``segment_bytes``.) With either policy, a machine crash can lose acknowledged records; the writer then
 holds a checkpoint beyond the spool's last record, and ``commit(checkpoint)`` at
 start-up moves the numbering past it, so no seq is ever handed out twice. Call it
 before ingest starts appending.
