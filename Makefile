@@ -14,7 +14,7 @@ test: setup lint typecheck
 
 setup: $(VENV)/.installed system browser
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/perfpulse/agent/_speedups.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -28,7 +28,12 @@ def test_exported_members() -> None:
     for name in perfpulse.agent.__all__:
         assert getattr(perfpulse.agent, name).__module__ == "perfpulse.agent"
     integrations = {
-        "perfpulse.agent.asgi": ["PerfpulseMiddleware", "starlette_route"],
+        "perfpulse.agent.asgi": [
+            "SPEEDUPS",
+            "PerfpulseMiddleware",
+            "PythonMiddleware",
+            "starlette_route",
+        ],
         "perfpulse.agent.wsgi": ["PerfpulseWSGIMiddleware", "instrument_flask"],
         "perfpulse.agent.django": ["PerfpulseMiddleware", "django_route"],
     }

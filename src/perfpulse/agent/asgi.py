@@ -20,21 +20,31 @@ Example::
 
     app = FastAPI()
     app.add_middleware(PerfpulseMiddleware)
+
+``PerfpulseMiddleware`` is compiled (``perfpulse.agent._speedups``, built at
+install time when a C compiler is there) and does what :class:`PythonMiddleware`
+does, step for step; that is the reference, and the middleware when the
+extension was not built or ``PERFPULSE_AGENT_PURE_PYTHON=1`` is set. The
+compiled one adds a third of the instructions to a request (see
+docs/python-agent.md, "Overhead").
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, cast
 
 from starlette.routing import Mount  # a dependency of perfpulse: always installed
 
 from perfpulse.agent import request as _request
-from perfpulse.agent.request import begin, finish
-from perfpulse.agent.scope import RequestScope, enter_request, exit_request
+from perfpulse.agent import scope as _scope
+from perfpulse.agent.nplusone import DEFAULT_THRESHOLD
+from perfpulse.agent.request import UNMATCHED, HttpEvent, begin, finish
+from perfpulse.agent.scope import RequestScope, enter_request, exit_request, internal_failure
 
-__all__ = ["PerfpulseMiddleware", "starlette_route"]
+__all__ = ["SPEEDUPS", "PerfpulseMiddleware", "PythonMiddleware", "starlette_route"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,8 +55,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _CLIENT_GONE = 499  # the request ended before a response was started (nginx's code)
 
 
-class PerfpulseMiddleware:
-    """Records one ``http`` event per request; a pass-through while the agent is off."""
+class PythonMiddleware:
+    """Records one ``http`` event per request; a pass-through while the agent is off.
+
+    The reference implementation of :data:`PerfpulseMiddleware` (see the module docstring).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -150,3 +163,52 @@ def starlette_route(scope: Scope) -> str | None:
     if not nested and len(_plain_routes) < _PLAIN_ROUTES_MAX:
         _plain_routes[id(route)] = (route, found)
     return found
+
+
+#: Whether :data:`PerfpulseMiddleware` is the compiled middleware.
+SPEEDUPS = False
+if os.environ.get("PERFPULSE_AGENT_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from perfpulse.agent import _speedups  # type: ignore[attr-defined]
+    except ImportError:  # installed without a C compiler
+        pass
+    else:
+        _speedups.setup(
+            request_ns=vars(_request),
+            scope_ns=vars(_scope),
+            begin=begin,
+            finish=finish,
+            route=starlette_route,
+            failure=internal_failure,
+            http_event=HttpEvent,
+            exchange=_Exchange,
+            contextvar=_scope._current,
+            plain_routes=_plain_routes,
+            unmatched=UNMATCHED,
+            threshold=DEFAULT_THRESHOLD,
+        )
+        SPEEDUPS = True
+
+
+PerfpulseMiddleware: type[PythonMiddleware] = PythonMiddleware
+if SPEEDUPS:
+
+    class _CompiledMiddleware(_speedups.Middleware):  # type: ignore[misc]
+        """Records one ``http`` event per request; a pass-through while the agent is off.
+
+        Compiled: :class:`PythonMiddleware` is what it does (see the module docstring).
+        """
+
+        def __init__(self, app: ASGIApp) -> None:
+            super().__init__(app)
+            # Servers (uvicorn, hypercorn) tell ASGI 3 from ASGI 2 by asking whether
+            # ``app.__call__`` is a coroutine function, and a compiled one is not. Calls
+            # go through the type's own (compiled) call; this only answers that question.
+            self.__dict__["__call__"] = self._asgi3
+
+        async def _asgi3(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await self(scope, receive, send)
+
+    _CompiledMiddleware.__name__ = _CompiledMiddleware.__qualname__ = "PerfpulseMiddleware"
+    # the same constructor and call as PythonMiddleware: one public type for users' checkers
+    PerfpulseMiddleware = cast("type[PythonMiddleware]", _CompiledMiddleware)
