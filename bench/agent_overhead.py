@@ -33,7 +33,8 @@ completed; "µs added" is that minus the bare app's. Unlike ``1 / throughput``
 (also shown, with the mean latency, which at 16 connections is about 16 × the
 per-request time) it does not move when other processes take CPU 1 away, which
 on a shared machine they do. Each variant is started fresh in each round
-(variants interleaved, every other round in reverse order), warmed up, then
+(variants interleaved, every other round in reverse order) once the collector
+is idle again after the previous variant (:func:`settle`), warmed up, then
 loaded; the median round counts. A second table pairs each round with the bare
 app's in the same round (slow drifts of a shared machine cancel) and splits the
 CPU between the event loop's thread and the agents' own threads. RSS
@@ -126,6 +127,28 @@ def background(pid: int) -> None:
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             os.setpriority(os.PRIO_PROCESS, int(task), 19)
+
+
+def settle(
+    pid: int, quiet_share: float = 0.02, window_s: float = 0.5, limit_s: float = 60.0
+) -> float:
+    """Wait until process ``pid`` (the collector) is idle; returns the seconds waited.
+
+    After a ``perfpulse`` round the collector still stores what it was sent (the
+    writer drains its spool, rollups follow) for some seconds, on CPU 0 with wrk.
+    The next variant's round would run against a slowed load generator and be
+    charged for it (the stub variant measured +25 µs instead of +6 in one run
+    where it always followed the real collector's round). Idle: less than
+    ``quiet_share`` of a CPU over ``window_s``.
+    """
+    proc = psutil.Process(pid)
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = sum(proc.cpu_times()[:2])
+        time.sleep(window_s)
+        if sum(proc.cpu_times()[:2]) - before < quiet_share * window_s:
+            break
+    return time.monotonic() - started
 
 
 @contextlib.contextmanager
@@ -414,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds):
             # every other round in reverse, so no variant always follows the same one
             for variant in variants if r % 2 == 0 else variants[::-1]:
+                settle(server.proc.pid)
                 with app_server(variant, env, tmp / f"{variant}.log") as (url, pid):
                     wrk(url, args.warmup, args.connections)
                     before = cpu_s(pid)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -345,3 +348,16 @@ def test_an_exception_thrown_in_is_the_requests_error(name: str, recorded: list[
     assert _plain(recorded)[0]["status"] == 500
     with pytest.raises(RuntimeError):  # finished: it cannot be resumed again
         step.send(None)
+
+
+def test_the_python_middleware_can_be_forced() -> None:
+    probe = (
+        "from perfpulse.agent import asgi;"
+        "print(asgi.SPEEDUPS, asgi.PerfpulseMiddleware is asgi.PythonMiddleware)"
+    )
+    for value, expected in (("1", "False True"), ("0", "True False")):
+        env = {**os.environ, "PERFPULSE_AGENT_PURE_PYTHON": value}
+        ran = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
+        assert ran.stdout.split() == expected.split(), value

@@ -60,10 +60,10 @@ static Py_ssize_t field_offset[N_FIELDS]; /* of each slot in an _Exchange */
 
 #define SLOT(obj, f) (*(PyObject **)((char *)(obj) + field_offset[f]))
 
+static PyObject *s_sample_rate, *s_threshold;
 static PyObject *s_type, *s_headers, *s_http, *s_body_type, *s_start_type, *s_body,
     *s_status, *s_route, *s_app_root_path, *s_method, *s_active, *s_request_sink,
-    *s_ids, *s_block, *s_salt, *s_low, *s_trace_prefix, *s_sample_rate,
-    *s_threshold, *s_throw, *s_close, *s_asgi_finish, *s_get;
+    *s_ids, *s_block, *s_salt, *s_low, *s_trace_prefix, *s_throw, *s_close, *s_asgi_finish, *s_get;
 
 static int
 ready(void)
@@ -124,6 +124,42 @@ same_str(PyObject *a, PyObject *interned)
         return 1;
     }
     return PyUnicode_CheckExact(a) && PyUnicode_Compare(a, interned) == 0;
+}
+
+/* What the fast path reads of the agent's Config (frozen: cached by identity,
+   the cached object held so that its id is not reused). */
+static PyObject *config_seen;
+static double config_sample_rate;
+static long config_threshold;
+
+static int
+read_config(PyObject *config)
+{
+    if (config == config_seen) {
+        return 0;
+    }
+    PyObject *rate = PyObject_GetAttr(config, s_sample_rate);
+    if (rate == NULL) {
+        return -1;
+    }
+    double sample_rate = PyFloat_AsDouble(rate);
+    Py_DECREF(rate);
+    if (sample_rate == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *value = PyObject_GetAttr(config, s_threshold);
+    if (value == NULL) {
+        return -1;
+    }
+    long threshold = PyLong_AsLong(value);
+    Py_DECREF(value);
+    if (threshold == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_XSETREF(config_seen, Py_NewRef(config));
+    config_sample_rate = sample_rate;
+    config_threshold = threshold;
+    return 0;
 }
 
 static inline void
@@ -302,16 +338,10 @@ call_start(Call *self)
     PyObject *config = PyDict_GetItemWithError(request_ns, s_active);
     int sampled_in_python = traceparent != NULL;
     if (config != NULL && config != Py_None && !sampled_in_python) {
-        PyObject *rate = PyObject_GetAttr(config, s_sample_rate);
-        if (rate == NULL) {
+        if (read_config(config) < 0) {
             goto fail;
         }
-        double value = PyFloat_AsDouble(rate);
-        Py_DECREF(rate);
-        if (value == -1.0 && PyErr_Occurred()) {
-            goto fail;
-        }
-        sampled_in_python = value < 1.0;
+        sampled_in_python = config_sample_rate < 1.0;
     }
     if (config == NULL || config == Py_None) {
         if (PyErr_Occurred()) {
@@ -445,15 +475,10 @@ finish_fast(Call *self, PyObject *route, PyObject *method, long status, int64_t 
     PyObject *config = PyDict_GetItemWithError(request_ns, s_active);
     long threshold = threshold_default;
     if (config != NULL && config != Py_None) {
-        PyObject *value = PyObject_GetAttr(config, s_threshold);
-        if (value == NULL) {
+        if (read_config(config) < 0) {
             return -1;
         }
-        threshold = PyLong_AsLong(value);
-        Py_DECREF(value);
-        if (threshold == -1 && PyErr_Occurred()) {
-            return -1;
-        }
+        threshold = config_threshold;
     }
     else if (PyErr_Occurred()) {
         return -1;
