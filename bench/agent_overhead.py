@@ -37,7 +37,11 @@ on a shared machine they do. Each variant is started fresh in each round
 is idle again after the previous variant (:func:`settle`), warmed up, then
 loaded; the median round counts. A second table pairs each round with the bare
 app's in the same round (slow drifts of a shared machine cancel) and splits the
-CPU between the event loop's thread and the agents' own threads. RSS
+CPU between the event loop's thread and the agents' own threads. It also gives
+each variant's best round against the bare app's best: what other work on the
+machine does to a round only ever adds CPU per request (a slowed load generator,
+caches taken), so the least disturbed rounds are the fastest ones, and on a busy
+machine their difference is the steadier figure. RSS
 is read from the server process after the load. perfpulse and ``bench/`` are
 byte-compiled first, as the installed peers are (``--no-compile`` skips it; see
 :func:`compile_sources`).
@@ -502,9 +506,10 @@ def report(
             " loop's, the other threads the agents' own (sender, batch processor):",
             "",
             "| variant | CPU µs added, paired median | quartiles | main thread µs added |"
-            " other threads µs/request |",
-            "|---|---|---|---|---|",
+            " other threads µs/request | best round µs/request | best round added |",
+            "|---|---|---|---|---|---|---|",
         ]
+        base_best = min(x.cpu_us for x in loads["bare"])
         for v in variants:
             if v == "bare":
                 continue
@@ -513,9 +518,10 @@ def report(
             main = [x.main_us - b.main_us for b, x in pairs]
             other = [x.cpu_us - x.main_us for x in loads[v]]
             q = statistics.quantiles(added, n=4) if len(added) > 1 else [added[0]] * 3
+            best = min(x.cpu_us for x in loads[v])
             lines.append(
                 f"| {v} | {med(added):+.1f} | {q[0]:+.1f} .. {q[2]:+.1f} | {med(main):+.1f} |"
-                f" {med(other):.1f} |"
+                f" {med(other):.1f} | {best:.1f} | {best - base_best:+.1f} |"
             )
     return "\n".join(lines)
 

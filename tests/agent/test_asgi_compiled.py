@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -361,3 +362,24 @@ def test_the_python_middleware_can_be_forced() -> None:
             [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
         )
         assert ran.stdout.split() == expected.split(), value
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_scopes_and_messages_may_be_any_mapping(name: str, recorded: list[Any]) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(MappingProxyType({"type": "http.response.start", "status": 202}))
+        await send(MappingProxyType({"type": "http.response.body", "body": b"queued"}))
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        async def send(message: Any) -> None:
+            pass
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+        await IMPLEMENTATIONS[name](app)(MappingProxyType(scope), receive, send)
+
+    asyncio.run(main())
+    (event,) = _plain(recorded)
+    assert (event["method"], event["status"], event["response_bytes"]) == ("POST", 202, 6)

@@ -99,21 +99,19 @@ time_ns(void)
 #endif
 }
 
-/* A dict's item by an interned key; borrowed, NULL when absent (no error). */
+/* A mapping's item by an interned key: a new reference, NULL when absent (no
+   error set) or on an error (set). Any mapping: the ASGI scope and messages are
+   dicts in practice, not by contract. */
 static inline PyObject *
 item(PyObject *mapping, PyObject *key)
 {
     if (PyDict_CheckExact(mapping)) {
-        return PyDict_GetItemWithError(mapping, key);
+        return Py_XNewRef(PyDict_GetItemWithError(mapping, key));
     }
     PyObject *value = PyObject_GetItem(mapping, key);
-    if (value == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-            PyErr_Clear();
-        }
-        return NULL;
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
     }
-    Py_DECREF(value); /* the mapping holds it */
     return value;
 }
 
@@ -303,6 +301,7 @@ call_start(Call *self)
         return -1;
     }
     PyObject *seq = PySequence_Fast(headers, "the ASGI scope's headers are not iterable");
+    Py_DECREF(headers);
     if (seq == NULL) {
         return -1;
     }
@@ -608,6 +607,7 @@ call_finish(Call *self)
             Py_XDECREF(result);
         }
         Py_XDECREF(route);
+        Py_XDECREF(method);
         Py_XDECREF(request_bytes);
         Py_XDECREF(response_bytes);
         /* the record waits in the queue, not the exchange (the scope, the
@@ -826,12 +826,17 @@ asgi_send(Call *self, PyObject *message)
     if (self->downstream == NULL) {
         PyErr_Format(PyExc_RuntimeError, "ASGI message %R sent after the response completed",
                      kind);
+        Py_DECREF(kind);
         return NULL;
     }
-    if (same_str(kind, s_body_type)) {
+    int body_type = same_str(kind, s_body_type);
+    int start_type = !body_type && same_str(kind, s_start_type);
+    Py_DECREF(kind);
+    if (body_type) {
         PyObject *body = item(message, s_body);
         if (body != NULL) {
             Py_ssize_t size = PyObject_Length(body);
+            Py_DECREF(body);
             if (size < 0) {
                 return NULL;
             }
@@ -841,7 +846,7 @@ asgi_send(Call *self, PyObject *message)
             return NULL;
         }
     }
-    else if (same_str(kind, s_start_type)) {
+    else if (start_type) {
         PyObject *status = item(message, s_status);
         if (status == NULL) {
             if (!PyErr_Occurred()) {
@@ -850,6 +855,7 @@ asgi_send(Call *self, PyObject *message)
             return NULL;
         }
         long code = PyLong_AsLong(status);
+        Py_DECREF(status);
         if (code == -1 && PyErr_Occurred()) {
             PyErr_Clear(); /* not a number: the server will say so */
             code = 0;
@@ -977,11 +983,13 @@ middleware_vectorcall(Middleware *self, PyObject *const *args, size_t nargsf,
         }
         return NULL;
     }
+    int http = same_str(kind, s_http);
+    Py_DECREF(kind);
     PyObject *config = PyDict_GetItemWithError(request_ns, s_active);
     if (config == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    if (config == NULL || config == Py_None || !same_str(kind, s_http)) {
+    if (config == NULL || config == Py_None || !http) {
         return PyObject_Vectorcall(self->app, args, 3, NULL); /* passed through */
     }
     Call *call = PyObject_GC_New(Call, &CallType);
