@@ -12,7 +12,7 @@ demo: setup
 test: setup lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed system browser
+setup: system $(VENV)/.installed browser
 
 $(VENV)/.installed: pyproject.toml setup.py src/perfpulse/agent/_speedups.c
 	$(PY) -m venv $(VENV)
@@ -21,9 +21,13 @@ $(VENV)/.installed: pyproject.toml setup.py src/perfpulse/agent/_speedups.c
 	touch $@
 
 # Debian packages the tests use: Chromium for the browser tests, Redis and PostgreSQL
-# for the agent's cache and database tests.
+# for the agent's cache and database tests, a C compiler and Python's headers for the
+# agent's compiled ASGI middleware (without them it installs as Python, and the test
+# that checks which one runs fails).
 system:
 	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	$(PY) -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || missing="$$missing python3-dev"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

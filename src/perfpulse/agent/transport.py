@@ -60,6 +60,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -287,13 +288,18 @@ class Transport:
     def _take(self) -> tuple[list[Event], int]:
         """The next batch's events (the carry first), and how many items left the queue."""
         events, self._carry = self._carry, []
-        popleft = self._queue.popleft
-        # the only consumer: len() can only grow while we pop
-        items = [popleft() for _ in range(min(len(self._queue), self.batch_size - len(events)))]
+        queue = self._queue
+        # the only consumer: len() can only grow while we pop. Popped by map(), in C,
+        # and the types checked once each: both as Python loops cost 0.25 µs an event
+        count = min(len(queue), self.batch_size - len(events))
+        items = list(map(deque.popleft, repeat(queue, count)))
         if self._expand is None:
             return events + items, len(items)
+        if all(issubclass(kind, _EVENTS) for kind in set(map(type, items))):
+            events += items  # the usual batch: finished requests' http events only
+            return events, len(items)
         records = [item for item in items if not isinstance(item, _EVENTS)]
-        if not records:  # the usual batch: finished requests' http events only
+        if not records:
             events += items
         else:
             events += [item for item in items if isinstance(item, _EVENTS)]
