@@ -17,7 +17,7 @@ VARIANT_ENV = "PP_BENCH_VARIANT"
 COLLECTOR_ENV = "PP_BENCH_COLLECTOR"
 KEY_ENV = "PP_BENCH_INGEST_KEY"
 SENTRY_ENV = "PP_BENCH_SENTRY_DSN"
-STUB_ENV = "PP_BENCH_STUB"  # the stub receiver: for perfpulse-stub, the same one Sentry posts to
+STUB_ENV = "PP_BENCH_STUB"  # the stub receiver: for perfpulse-stub (and -python), Sentry's too
 
 
 def make_app() -> Any:
@@ -40,17 +40,21 @@ def make_app() -> Any:
         return PlainTextResponse("ok")
 
     app: Any = Starlette(routes=[Route("/items/{item_id}", item), Route("/healthz", healthz)])
-    if variant in ("perfpulse", "perfpulse-stub"):
+    if variant in ("perfpulse", "perfpulse-stub", "perfpulse-python"):
         import perfpulse.agent
-        from perfpulse.agent.asgi import PerfpulseMiddleware
+        from perfpulse.agent.asgi import PerfpulseMiddleware, PythonMiddleware
 
         perfpulse.agent.init(
             service="bench",
-            endpoint=os.environ[STUB_ENV if variant == "perfpulse-stub" else COLLECTOR_ENV],
+            endpoint=os.environ[COLLECTOR_ENV if variant == "perfpulse" else STUB_ENV],
             key=os.environ.get(KEY_ENV, ""),
             release="b",
         )
-        app.add_middleware(PerfpulseMiddleware)
+        # perfpulse-python: the middleware's Python twin, which runs where the compiled
+        # one was not built
+        app.add_middleware(
+            PythonMiddleware if variant == "perfpulse-python" else PerfpulseMiddleware
+        )
     elif variant == "prometheus":
         from prometheus_fastapi_instrumentator import Instrumentator
 

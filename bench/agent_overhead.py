@@ -3,7 +3,7 @@
 One do-nothing Starlette route (``GET /items/{item_id}`` answering ``ok``,
 built by :mod:`bench.agent_app`, which the server process imports alone),
 served by uvicorn (one process, uvloop + httptools), measured in the same run
-in six variants:
+in seven variants:
 
 - ``bare``: no instrumentation, the baseline;
 - ``perfpulse``: :class:`perfpulse.agent.asgi.PerfpulseMiddleware`, sending to a
@@ -15,6 +15,9 @@ in six variants:
   19, slows wrk enough to raise the server's CPU per request (about 7 µs in 20
   paired rounds on Nov 27, 2026). The peers send nothing to a real backend
   either (the OTel exporter drops the spans; nobody scrapes Prometheus);
+- ``perfpulse-python``: as ``perfpulse-stub``, with the middleware's Python twin
+  (:class:`perfpulse.agent.asgi.PythonMiddleware`, what runs where the compiled
+  one was not built);
 - ``prometheus``: ``prometheus-fastapi-instrumentator`` (``instrument(app)``);
 - ``otel``: OpenTelemetry's ASGI middleware with the SDK's ``TracerProvider``
   and a ``BatchSpanProcessor`` whose exporter drops the spans (no-op exporter,
@@ -90,7 +93,15 @@ import psutil
 from bench.agent_app import COLLECTOR_ENV, KEY_ENV, SENTRY_ENV, STUB_ENV, VARIANT_ENV, make_app
 from bench.servers import INGEST_KEY, collector, free_port, pythonpath
 
-VARIANTS = ("bare", "perfpulse", "perfpulse-stub", "prometheus", "otel", "sentry")
+VARIANTS = (
+    "bare",
+    "perfpulse",
+    "perfpulse-stub",
+    "perfpulse-python",
+    "prometheus",
+    "otel",
+    "sentry",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
