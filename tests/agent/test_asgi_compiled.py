@@ -76,6 +76,15 @@ def _comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k not in _VARYING} for e in events]
 
 
+async def receive() -> dict[str, Any]:
+    """The server's ``receive`` for a request without a body."""
+    return {"type": "http.request"}
+
+
+async def send(message: Any) -> None:
+    """The server's ``send``: the tests read what the middleware recorded, not this."""
+
+
 async def _ok(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -209,12 +218,6 @@ def test_a_cancelled_request_is_a_499_and_leaves_no_current_request(
         await asyncio.sleep(30)
 
     async def main() -> RequestScope | None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request"}
-
-        async def send(message: Any) -> None:
-            pass
-
         scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
         task = asyncio.create_task(IMPLEMENTATIONS[name](app)(scope, receive, send))
         await started.wait()
@@ -238,12 +241,6 @@ def test_sending_after_the_response_completed_fails_loudly(name: str, recorded: 
         kept.append(send)
 
     async def main() -> None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request"}
-
-        async def send(message: Any) -> None:
-            pass
-
         scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
         await IMPLEMENTATIONS[name](app)(scope, receive, send)
         with pytest.raises(RuntimeError, match="after the response completed"):
@@ -287,12 +284,6 @@ def test_an_application_returning_any_awaitable_and_other_traffic(
         return _Awaitable(send)
 
     async def main() -> None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request"}
-
-        async def send(message: Any) -> None:
-            pass
-
         middleware = IMPLEMENTATIONS[name](app)
         await middleware({"type": "lifespan"}, receive, send)
         scope = {"type": "http", "method": "PUT", "path": "/", "headers": []}
@@ -310,12 +301,6 @@ def test_a_request_collected_unfinished_is_recorded_once(name: str, recorded: li
         await send({"type": "http.response.start", "status": 200})
         await _Pause()
 
-    async def send(message: Any) -> None:
-        pass
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request"}
-
     scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
     call = IMPLEMENTATIONS[name](app)(scope, receive, send)
     step = call.__await__()
@@ -331,12 +316,6 @@ def test_a_request_collected_unfinished_is_recorded_once(name: str, recorded: li
 def test_an_exception_thrown_in_is_the_requests_error(name: str, recorded: list[Any]) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await _Pause()
-
-    async def send(message: Any) -> None:
-        pass
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request"}
 
     scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
     step = IMPLEMENTATIONS[name](app)(scope, receive, send).__await__()
@@ -371,12 +350,6 @@ def test_scopes_and_messages_may_be_any_mapping(name: str, recorded: list[Any]) 
         await send(MappingProxyType({"type": "http.response.body", "body": b"queued"}))
 
     async def main() -> None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request"}
-
-        async def send(message: Any) -> None:
-            pass
-
         scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
         await IMPLEMENTATIONS[name](app)(MappingProxyType(scope), receive, send)
 

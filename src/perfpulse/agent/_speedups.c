@@ -63,7 +63,7 @@ static Py_ssize_t field_offset[N_FIELDS]; /* of each slot in an _Exchange */
 static PyObject *s_sample_rate, *s_threshold;
 static PyObject *s_type, *s_headers, *s_http, *s_body_type, *s_start_type, *s_body,
     *s_status, *s_route, *s_app_root_path, *s_method, *s_active, *s_request_sink,
-    *s_ids, *s_block, *s_salt, *s_low, *s_trace_prefix, *s_throw, *s_close, *s_asgi_finish, *s_get;
+    *s_ids, *s_block, *s_salt, *s_low, *s_trace_prefix, *s_throw, *s_close, *s_asgi_finish;
 
 static int
 ready(void)
@@ -725,6 +725,22 @@ call_send(Call *self, PyObject *arg)
     return as_iteration(status, result);
 }
 
+/* Set the exception throw(typ[, val[, tb]]) was given, as raised here. */
+static void
+raise_thrown(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *typ = args[0], *val = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+}
+
 static PyObject *
 call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -734,37 +750,19 @@ call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (self->state != RUNNING) { /* nothing ran, or it ended: raise it here */
         self->state = DONE;
-        PyObject *typ = args[0], *val = nargs > 1 ? args[1] : NULL;
-        if (PyExceptionInstance_Check(typ)) {
-            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-        }
-        else if (PyExceptionClass_Check(typ)) {
-            PyErr_SetObject(typ, val == Py_None ? NULL : val);
-        }
-        else {
-            PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-        }
+        raise_thrown(args, nargs);
         return NULL;
     }
     PyObject *throw = PyObject_GetAttr(self->inner, s_throw);
-    PyObject *result = NULL;
     if (throw == NULL) { /* an iterator without throw(): the exception is raised here */
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            call_failed(self);
-            return NULL;
-        }
-        PyErr_Clear();
-        PyObject *typ = args[0];
-        if (PyExceptionInstance_Check(typ)) {
-            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-        }
-        else {
-            PyErr_SetObject(typ, nargs > 1 && args[1] != Py_None ? args[1] : NULL);
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            raise_thrown(args, nargs);
         }
         call_failed(self);
         return NULL;
     }
-    result = PyObject_Vectorcall(throw, args, (size_t)nargs, NULL);
+    PyObject *result = PyObject_Vectorcall(throw, args, (size_t)nargs, NULL);
     Py_DECREF(throw);
     if (result != NULL) {
         return result;
@@ -1181,7 +1179,6 @@ PyInit__speedups(void)
     INTERN(s_throw, "throw");
     INTERN(s_close, "close");
     INTERN(s_asgi_finish, "asgi.finish");
-    INTERN(s_get, "get");
     if ((zero_float = PyFloat_FromDouble(0.0)) == NULL) {
         return NULL;
     }
