@@ -149,12 +149,10 @@ def settle(
 ) -> float:
     """Wait until process ``pid`` (the collector) is idle; returns the seconds waited.
 
-    After a ``perfpulse`` round the collector still stores what it was sent (the
-    writer drains its spool, rollups follow) for some seconds, on CPU 0 with wrk.
-    The next variant's round would run against a slowed load generator and be
-    charged for it (the stub variant measured +25 µs instead of +6 in one run
-    where it always followed the real collector's round). Idle: less than
-    ``quiet_share`` of a CPU over ``window_s``.
+    After a ``perfpulse`` round the collector may still be storing what it was
+    sent (the writer drains its spool, rollups follow), on CPU 0 with wrk. The
+    next variant's round must not run against a load generator slowed by that.
+    Idle: less than ``quiet_share`` of a CPU over ``window_s``.
     """
     proc = psutil.Process(pid)
     started = time.monotonic()

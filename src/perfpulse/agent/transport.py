@@ -298,18 +298,16 @@ class Transport:
         if all(issubclass(kind, _EVENTS) for kind in set(map(type, items))):
             events += items  # the usual batch: finished requests' http events only
             return events, len(items)
-        records = [item for item in items if not isinstance(item, _EVENTS)]
-        if not records:
-            events += items
-        else:
-            events += [item for item in items if isinstance(item, _EVENTS)]
-            try:
-                events += self._expand(records)
-            except Exception:
-                self.unencodable_events += len(records)
-                self._log_once(
-                    "expand", "perfpulse agent: records could not become events", exc_info=True
-                )
+        # some are records (finished requests with an error or N+1 findings)
+        records = [item for item in items if not issubclass(type(item), _EVENTS)]
+        events += [item for item in items if issubclass(type(item), _EVENTS)]
+        try:
+            events += self._expand(records)
+        except Exception:
+            self.unencodable_events += len(records)
+            self._log_once(
+                "expand", "perfpulse agent: records could not become events", exc_info=True
+            )
         return events, len(items)
 
     def _budget(self) -> int:
