@@ -61,11 +61,11 @@ class Flaky(DuckDBBackend):
         super().__init__(None)
         self.poison, self.always, self.calls = poison, always, 0
 
-    def write(self, flush: Flush) -> None:
+    def write(self, flush: Flush) -> int:
         self.calls += 1
         if self.always or any(key == self.poison for _, key in flush.batches):
             raise OSError("simulated storage failure")
-        super().write(flush)
+        return super().write(flush)
 
 
 def stored(db: DuckDBBackend) -> list[str]:

@@ -54,7 +54,7 @@ from perfpulse.model.events import (
     ResourceEvent,
 )
 from perfpulse.model.fingerprint import fingerprint_sql, redact_statement
-from perfpulse.model.rows import Columns, Row
+from perfpulse.model.rows import BEACON_DOCUMENT, Columns, Row, StoredBeacon, StoredVital
 
 MAX_DURATION_MS = 600_000.0
 MAX_CLS = 100.0
@@ -73,12 +73,15 @@ _consume: Callable[[Iterable[object]], None] = deque[object](
 class Normalized:
     """What a batch becomes, per raw table: rows (tuples in layout order) of the
     events added one at a time, and columns (see :mod:`perfpulse.model.rows`) of
-    those built all at once, the http events of a batch; plus how many events were
-    kept and why others were dropped. Rows cost less to make and to encode for a
-    few events (a beacon), columns less to store for many."""
+    those built all at once, the http events of a batch; a beacon becomes one
+    document instead (:class:`~perfpulse.model.rows.StoredBeacon`, as JSON), which
+    storage unnests into rows without Python touching each value. Plus how many
+    events were kept and why others were dropped. Rows cost less to make and to
+    encode for a few events, columns less to store for many."""
 
     rows: dict[str, list[Row]] = field(default_factory=dict)
     columns: dict[str, Columns] = field(default_factory=dict)
+    beacons: list[bytes] = field(default_factory=list)  # StoredBeacon documents
     accepted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
@@ -100,7 +103,7 @@ class Normalized:
     @property
     def empty(self) -> bool:
         """Nothing to store."""
-        return not (self.rows or self.columns)
+        return not (self.rows or self.columns or self.beacons)
 
 
 def _duration_problem(value: float | None) -> str | None:
@@ -401,7 +404,13 @@ class Normalizer:
         return out
 
     def beacon(self, b: Beacon) -> Normalized:
-        """A page view: its own row, one row per vital and per resource group."""
+        """A page view, as one :class:`~perfpulse.model.rows.StoredBeacon` document:
+        storage unnests it into the view's row, one row per kept vital and one per
+        resource group and largest resource (:data:`~perfpulse.model.rows.BEACON_TABLES`).
+
+        The beacon is normalized in place: its URLs redacted, navigation phases out
+        of range set to null (the page view stays), resources with a bad duration
+        removed; vitals out of range are dropped and counted."""
         out = Normalized()
         lo, hi = self._window()
         problem = self._ts_problem(b.ts, lo, hi)
@@ -409,54 +418,15 @@ class Normalizer:
             out.dropped[problem] += 1 + len(b.vitals)
             return out
         page = self.folder.fold(b.service, _page_of(b.url))
-        head = (b.ts, b.id, b.service, b.environment, b.release, page, b.device)
-        nav, lt, mem = b.nav, b.long_tasks, b.memory
-        nav_values: tuple[float | None, ...] = (
-            (
-                nav.dns_ms,
-                nav.connect_ms,
-                nav.tls_ms,
-                nav.request_ms,
-                nav.response_ms,
-                nav.dom_interactive_ms,
-                nav.dom_complete_ms,
-                nav.load_ms,
-            )
-            if nav
-            else (None,) * 8
-        )
-        # A bad navigation phase is dropped alone; the page view stays (NaN fails the test).
-        nav_values = tuple(
-            v if v is None or 0.0 <= v <= MAX_DURATION_MS else None for v in nav_values
-        )
-        rows = out.rows
-        rows["rum_view"] = [
-            (
-                *head,
-                b.browser,
-                b.connection,
-                redact_url(b.url),
-                b.soft,
-                b.sample_rate,
-                nav.type if nav else None,
-                *nav_values,
-                nav.transfer_bytes if nav else None,
-                lt.count if lt else None,
-                lt.total_ms if lt else None,
-                lt.tbt_ms if lt else None,
-                lt.max_ms if lt else None,
-                lt.loaf_count if lt else None,
-                lt.loaf_total_ms if lt else None,
-                redact_url(lt.worst_script) if lt and lt.worst_script else None,
-                lt.worst_script_ms if lt else None,
-                mem.used_bytes if mem else None,
-                mem.total_bytes if mem else None,
-                mem.limit_bytes if mem else None,
-                mem.source if mem else None,
-            )
-        ]
-        out.accepted += 1
-        vitals: list[Row] = []
+        b.url = redact_url(b.url)
+        nav = b.nav
+        if nav is not None:
+            for name in _NAV_PHASES:
+                v = getattr(nav, name)
+                # A bad phase is dropped alone (NaN fails the test too).
+                if v is not None and not 0.0 <= v <= MAX_DURATION_MS:
+                    setattr(nav, name, None)
+        vitals: list[StoredVital] = []
         for v in b.vitals:
             value = v.value
             if v.name == "CLS":
@@ -466,61 +436,47 @@ class Normalizer:
             if vp is not None:
                 out.dropped[vp] += 1
                 continue
-            attribution = None
-            if v.attribution:
-                attribution = _json.encode(_redact_attribution(v.attribution)).decode()
+            attribution = v.attribution
             vitals.append(
-                (
-                    *head,
-                    b.browser,
-                    b.connection,
+                StoredVital(
                     v.name,
                     value,
-                    VITALS[v.name].rate(value),
+                    _RATE[v.name](value),
                     v.navigation_type,
-                    attribution,
+                    _json.encode(_redact_attribution(attribution)).decode()
+                    if attribution
+                    else None,
                 )
             )
-        if vitals:
-            rows["rum_vital"] = vitals
-            out.accepted += len(vitals)
-        for g in b.resources:
-            if _duration_problem(g.duration_ms):
-                continue
-            out.add(
-                "rum_resource",
-                (
-                    *head,
-                    g.type,
-                    g.count,
-                    g.transfer_bytes,
-                    g.encoded_bytes,
-                    g.decoded_bytes,
-                    g.duration_ms,
-                    g.cache_hits,
-                    g.render_blocking,
-                    g.third_party,
-                ),
-            )
-        for r in b.largest_resources:
-            if _duration_problem(r.duration_ms):
-                continue
-            out.add(
-                "rum_largest",
-                (
-                    *head,
-                    redact_url(r.url),
-                    r.type,
-                    r.transfer_bytes,
-                    r.encoded_bytes,
-                    r.decoded_bytes,
-                    r.duration_ms,
-                    r.cached,
-                    r.render_blocking,
-                    r.third_party,
-                ),
-            )
+        b.vitals = []
+        if b.resources:
+            b.resources = [g for g in b.resources if _duration_problem(g.duration_ms) is None]
+        if b.largest_resources:
+            largest = []
+            for r in b.largest_resources:
+                if _duration_problem(r.duration_ms) is None:
+                    r.url = redact_url(r.url)
+                    largest.append(r)
+            b.largest_resources = largest
+        lt = b.long_tasks
+        if lt is not None:
+            lt.worst_script = redact_url(lt.worst_script) if lt.worst_script else None
+        out.beacons.append(BEACON_DOCUMENT(StoredBeacon(page, vitals, b)))
+        out.accepted += 1 + len(vitals)
         return out
+
+
+_NAV_PHASES = (
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "request_ms",
+    "response_ms",
+    "dom_interactive_ms",
+    "dom_complete_ms",
+    "load_ms",
+)
+_RATE = {name: metric.rate for name, metric in VITALS.items()}
 
 
 _URL_PREFIXES = ("http://", "https://", "//")

@@ -302,7 +302,7 @@ class Receiver:
             self.metrics.duplicate_batches.inc()
             return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
         if not out.empty:
-            record = SpoolRecord(key, self.clock(), out.rows, out.columns)
+            record = SpoolRecord(key, self.clock(), out.rows, out.columns, out.beacons)
             try:
                 await self.spool.append(_encode(record))
             except SpoolFull as exc:

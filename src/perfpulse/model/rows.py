@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from perfpulse.model.events import Beacon
+
 FieldType = Literal["ts", "str", "int", "float", "bool"]
 Layout = tuple[tuple[str, FieldType], ...]
 
@@ -252,17 +254,54 @@ def column_length(columns: Columns) -> int:
     return len(columns[0]) if columns else 0
 
 
+# --- beacons, stored as documents ----------------------------------------------------
+
+BEACON_TABLES = ("rum_view", "rum_vital", "rum_resource", "rum_largest")
+"""The raw tables a beacon fills."""
+
+
+class StoredVital(msgspec.Struct, gc=False):
+    """A vital as stored: rated, its attribution redacted and kept as JSON text."""
+
+    name: str
+    value: float
+    rating: int
+    navigation_type: str | None
+    attribution: str | None
+
+
+class StoredBeacon(msgspec.Struct, gc=False):
+    """A normalized beacon as the spool and storage take it: one JSON document
+    (:data:`BEACON_DOCUMENT`) instead of its ten or so rows, which storage unnests
+    itself (the rows of :data:`BEACON_TABLES`).
+
+    ``beacon`` is the decoded beacon with its URLs redacted, its out-of-range
+    navigation phases set to null and its out-of-range resources removed; its
+    ``vitals`` are empty, the kept ones being ``vitals`` here. ``page`` is the
+    page template (folded at the cap)."""
+
+    page: str
+    vitals: list[StoredVital]
+    beacon: Beacon
+
+
+BEACON_DOCUMENT = msgspec.json.Encoder().encode
+"""A :class:`StoredBeacon` as one line of JSON (JSON text holds no raw newline)."""
+
+
 class SpoolRecord(msgspec.Struct, array_like=True, gc=False):
     """What ingest appends to the spool for one accepted batch (MessagePack): the
     batch's dedupe key, when it arrived, and its data per raw table, as rows
-    (tuples in layout order: a few events, a beacon) or as columns (many events:
-    the http events of a batch), or both. Records of older collectors hold rows
-    only, and read the same."""
+    (tuples in layout order: a few events) or as columns (many events: the http
+    events of a batch), or both; a beacon comes as a :class:`StoredBeacon`
+    document in ``beacons``. Records of older collectors hold rows only (a beacon
+    too), and read the same."""
 
     key: str
     received: float
     rows: dict[str, list[Row]] = {}
     columns: dict[str, Columns] = {}
+    beacons: list[bytes] = []
 
 
 RECORD_ENCODER = msgspec.msgpack.Encoder()

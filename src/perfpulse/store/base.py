@@ -30,6 +30,9 @@ class Flush:
     tables: dict[str, Columns] = field(default_factory=dict)
     batches: list[tuple[float, str]] = field(default_factory=list)
     checkpoint: int = 0
+    beacons: list[bytes] = field(default_factory=list)
+    """Beacons as :class:`~perfpulse.model.rows.StoredBeacon` JSON documents: the
+    backend unnests each into its rows of :data:`~perfpulse.model.rows.BEACON_TABLES`."""
 
     @property
     def rows(self) -> int:
@@ -109,7 +112,9 @@ class Plan:
 class Backend(Protocol):
     """Storage. Writes come from one writer thread; reads from any thread."""
 
-    def write(self, flush: Flush) -> None: ...
+    def write(self, flush: Flush) -> int:
+        """Store ``flush`` in one transaction; returns the raw rows written."""
+        ...
 
     def checkpoint(self) -> int: ...
 

@@ -151,13 +151,14 @@ class Writer:
                 _join(tables, table, to_columns(table, rows))
             for table, columns in record.columns.items():
                 _join(tables, table, columns)
+            flush.beacons += record.beacons
         started = time.perf_counter()
-        self.backend.write(flush)
+        written = self.backend.write(flush)
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
-        self.metrics.flush_rows.inc(flush.rows)
+        self.metrics.flush_rows.inc(written)
         self.checkpoint = flush.checkpoint
         self.spool.commit(self.checkpoint)
-        return flush.rows
+        return written
 
     def _isolate(self, records: list[tuple[int, bytes]]) -> int:
         """Write records one by one; set aside the ones that fail alone."""

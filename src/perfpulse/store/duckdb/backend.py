@@ -1,9 +1,12 @@
 """The embedded backend: one DuckDB file, owned by one collector process.
 
 Writes arrive as columns from the single writer thread and reach DuckDB as one
-Arrow record batch per table (built by nanoarrow), in one transaction per flush
-together with the batch ids and the spool checkpoint, so a crash either stores a
-flush whole or not at all. Each flush also appends its per-minute and per-hour
+Arrow record batch per table (built by nanoarrow); browser beacons arrive as
+JSON documents, which DuckDB's JSON reader loads from a scratch file and SQL
+unnests into their rows (so no value of a beacon becomes a Python object in the
+writer, which would hold the GIL the event loop answering ingest needs). All of
+it goes in one transaction per flush together with the batch ids and the spool
+checkpoint, so a crash either stores a flush whole or not at all. Each flush also appends its per-minute and per-hour
 sketch rows (``rollup_1m``, ``rollup_1h``); repeated keys from many flushes are
 merged later by :meth:`DuckDBBackend.compact`, and reads ``SUM`` them anyway, so
 answers are exact at every moment.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +37,7 @@ import duckdb
 import nanoarrow as na
 
 from perfpulse.model.catalog import RATINGS
-from perfpulse.model.rows import LAYOUTS, Columns, FieldType, column_length
+from perfpulse.model.rows import BEACON_TABLES, LAYOUTS, Columns, FieldType, column_length
 from perfpulse.store.base import Flush, Plan, RowQuery, SketchGroup, SketchQuery
 from perfpulse.store.duckdb import explore, sql
 from perfpulse.store.duckdb.partcache import PartCache
@@ -212,29 +217,49 @@ class DuckDBBackend:
         self._dirty_hours: set[int] = set()
         self._cache = PartCache()
         self._lock = threading.Lock()  # guards the writer connection
+        # Where a flush's beacon documents wait for DuckDB's JSON reader.
+        self._scratch = (
+            path.with_name(path.name + ".beacons.ndjson")
+            if path
+            else Path(tempfile.gettempdir()) / f"perfpulse-{os.getpid()}-{id(self)}.ndjson"
+        )
         self._local = threading.local()
         self._closed = False
 
     # --- writes (writer thread) -----------------------------------------------
 
-    def write(self, flush: Flush) -> None:
+    def write(self, flush: Flush) -> int:
         try:
-            self._write(flush)
+            written = self._write(flush)
         except duckdb.OutOfMemoryException:  # rolled back: again, with room
             with self.memory.room():
-                self._write(flush)
+                written = self._write(flush)
         self.memory.relax()
+        return written
 
-    def _write(self, flush: Flush) -> None:
+    def _write(self, flush: Flush) -> int:
         con = self._con
         tables = [t for t, columns in flush.tables.items() if column_length(columns)]
+        registered: list[str] = []
+        views: list[str] = []
         hours: set[int] = set()
+        written = 0
         with self._lock:
             con.execute("BEGIN")
             try:
                 for table in tables:
-                    con.register(sql.input_name(table), _relation(table, flush.tables[table]))
-                    con.execute(sql.insert_raw(table))
+                    name = sql.input_name(table)
+                    if flush.beacons and table in BEACON_TABLES:
+                        name = f"{name}_rows"  # joins the beacons' view below
+                    con.register(name, _relation(table, flush.tables[table]))
+                    registered.append(name)
+                if flush.beacons:
+                    self._load_beacons(flush.beacons, tables)
+                    views = [sql.input_name(t) for t in BEACON_TABLES]
+                    tables = [t for t in tables if t not in BEACON_TABLES] + list(BEACON_TABLES)
+                for table in tables:
+                    row = _first(con.execute(sql.insert_raw(table)))
+                    written += int(row[0]) if row else 0
                 rollup = sql.flush_rollup(tables)
                 if rollup:
                     con.execute(rollup)
@@ -248,6 +273,10 @@ class DuckDBBackend:
                     self._dirty_hours |= hours
                     con.execute("DROP TABLE _flush_ids")
                     con.execute("DROP TABLE _flush_rollup")
+                for view in views:
+                    con.execute(f"DROP VIEW {view}")
+                if views:
+                    con.execute(f"DROP TABLE {sql.BEACONS}")
                 if flush.batches:
                     con.execute(
                         sql.INSERT_BATCHES,
@@ -260,11 +289,28 @@ class DuckDBBackend:
                 con.execute("COMMIT")
                 self._cache.forget(hours)  # after the commit: see PartCache.put
             except BaseException:
-                con.execute("ROLLBACK")
+                con.execute("ROLLBACK")  # the temporary tables and views go with it
                 raise
             finally:
-                for table in tables:
-                    con.unregister(sql.input_name(table))
+                for name in registered:
+                    con.unregister(name)
+        return written
+
+    def _load_beacons(self, documents: list[bytes], tables: list[str]) -> None:
+        """``_beacons`` from the documents, read by DuckDB from a scratch file (so
+        no value of theirs becomes a Python object), and the input view of each
+        beacon table over it (and over rows of older records in the same flush)."""
+        scratch = self._scratch
+        try:
+            with open(scratch, "wb") as f:
+                f.write(b"\n".join(documents))
+            self._con.execute(sql.load_beacons(str(scratch)))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                scratch.unlink()
+        for table in BEACON_TABLES:
+            rows = f"{sql.input_name(table)}_rows" if table in tables else None
+            self._con.execute(sql.beacon_input(table, rows))
 
     def checkpoint(self) -> int:
         row = _first(self._cursor().execute(sql.GET_CHECKPOINT))

@@ -30,8 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from perfpulse.model.catalog import MAX_ROLLUP_DIMS, METRICS, Metric
-from perfpulse.model.rows import LAYOUTS, FieldType
+from perfpulse.model.rows import LAYOUTS, FieldType, StoredBeacon
 from perfpulse.sketch import LOG_GAMMA, MIN_POSITIVE, NEGATIVE_BASE, ZERO_BUCKET
 from perfpulse.store.base import Plan, SketchQuery
 
@@ -636,3 +638,125 @@ def otel_points(filters: dict[str, str]) -> tuple[str, list[Any]]:
         f"FROM otel_metric WHERE {' AND '.join(where)} ORDER BY ts LIMIT 500000"
     )
     return statement, params
+
+
+# --- beacons: JSON documents unnested into rows -----------------------------------------
+
+
+def _duckdb_type(t: msgspec.inspect.Type) -> str:
+    """The DuckDB type ``read_json`` reads a value of the msgspec type ``t`` as."""
+    mi = msgspec.inspect
+    if isinstance(t, mi.UnionType):  # ``X | None``: DuckDB's values are all nullable
+        (only,) = [u for u in t.types if not isinstance(u, mi.NoneType)]
+        return _duckdb_type(only)
+    if isinstance(t, mi.StructType):
+        fields = ", ".join(f'"{f.encode_name}" {_duckdb_type(f.type)}' for f in t.fields)
+        return f"STRUCT({fields})"
+    if isinstance(t, mi.ListType):
+        return _duckdb_type(t.item_type) + "[]"
+    if isinstance(t, mi.LiteralType | mi.StrType):
+        return "VARCHAR"
+    simple = {mi.BoolType: "BOOLEAN", mi.IntType: "BIGINT", mi.FloatType: "DOUBLE"}
+    for kind, name in simple.items():
+        if isinstance(t, kind):
+            return name
+    return "JSON"  # the wire's attribution objects (``beacon.vitals`` is empty when stored)
+
+
+def _beacon_columns() -> str:
+    info = msgspec.inspect.type_info(StoredBeacon)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return (
+        "{" + ", ".join(f"'{f.encode_name}': '{_duckdb_type(f.type)}'" for f in info.fields) + "}"
+    )
+
+
+BEACONS = "_beacons"
+_BEACON_COLUMNS = _beacon_columns()
+
+
+def load_beacons(path: str) -> str:
+    """CREATE ``_beacons`` from the file of :class:`StoredBeacon` documents at ``path``
+    (one per line), read by DuckDB's JSON reader."""
+    quoted = path.replace("'", "''")
+    return (
+        f"CREATE TEMP TABLE {BEACONS} AS SELECT * FROM read_json('{quoted}', "
+        f"format = 'newline_delimited', columns = {_BEACON_COLUMNS})"
+    )
+
+
+_BEACON_HEAD = {
+    "ts": "b.ts",
+    "view_id": "b.id",
+    "service": "b.service",
+    "environment": "b.environment",
+    "release": "b.release",
+    "page": "page",
+    "device": "b.device",
+}
+# Each beacon table's columns as expressions over ``b`` (the beacon), ``page``, and
+# for the unnested tables ``x`` (a vital, a resource group or a largest resource).
+_BEACON_FIELDS: dict[str, tuple[str, dict[str, str]]] = {
+    "rum_view": (
+        "",
+        {
+            "url": "b.url",
+            "nav_type": "b.nav.type",
+            "lt_count": "b.long_tasks.count",
+            "lt_total_ms": "b.long_tasks.total_ms",
+            "tbt_ms": "b.long_tasks.tbt_ms",
+            "lt_max_ms": "b.long_tasks.max_ms",
+            "loaf_count": "b.long_tasks.loaf_count",
+            "loaf_total_ms": "b.long_tasks.loaf_total_ms",
+            "worst_script": "b.long_tasks.worst_script",
+            "worst_script_ms": "b.long_tasks.worst_script_ms",
+            "mem_used_bytes": "b.memory.used_bytes",
+            "mem_total_bytes": "b.memory.total_bytes",
+            "mem_limit_bytes": "b.memory.limit_bytes",
+            "mem_source": "b.memory.source",
+            **{
+                phase: f"b.nav.{phase}"
+                for phase in (
+                    "dns_ms",
+                    "connect_ms",
+                    "tls_ms",
+                    "request_ms",
+                    "response_ms",
+                    "dom_interactive_ms",
+                    "dom_complete_ms",
+                    "load_ms",
+                    "transfer_bytes",
+                )
+            },
+        },
+    ),
+    "rum_vital": ("vitals", {}),
+    "rum_resource": ("beacon.resources", {}),
+    "rum_largest": ("beacon.largest_resources", {}),
+}
+
+
+def _beacon_expr(table: str, name: str) -> str:
+    unnest, special = _BEACON_FIELDS[table]
+    if name in _BEACON_HEAD:
+        return _BEACON_HEAD[name]
+    if name in special:
+        return special[name]
+    if name in ("browser", "connection", "soft", "sample_rate"):
+        return f"b.{name}"
+    return f"x.{name}" if unnest else f"b.{name}"
+
+
+def beacon_input(table: str, rows: str | None) -> str:
+    """CREATE the temporary view :func:`input_name` of ``table`` over ``_beacons``,
+    followed by the relation ``rows`` (the same table's rows from older spool
+    records) when there is one."""
+    unnest, _ = _BEACON_FIELDS[table]
+    cols = ", ".join(f'{_beacon_expr(table, name)} AS "{name}"' for name, _kind in LAYOUTS[table])
+    source = (
+        f"(SELECT beacon AS b, page, unnest({unnest}) AS x FROM {BEACONS})"
+        if unnest
+        else f"(SELECT beacon AS b, page FROM {BEACONS})"
+    )
+    view = f"CREATE TEMP VIEW {input_name(table)} AS SELECT {cols} FROM {source}"
+    return view + (f" UNION ALL SELECT * FROM {rows}" if rows else "")
