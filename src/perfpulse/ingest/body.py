@@ -5,8 +5,8 @@ The limit applies to the body as received *and* as inflated: a declared
 body is cut off as soon as it passes the limit, and gzip is inflated in bounded
 steps so a gzip bomb is refused after at most ``limit + 1`` bytes of output.
 
-The body arrives as any async iterator of chunks: Starlette's ``request.stream()``
-or :func:`asgi_chunks` of a pure ASGI endpoint.
+A pure ASGI endpoint reads with :func:`read_asgi_body` straight from ``receive``;
+a Starlette endpoint with :func:`read_body` from ``request.stream()``.
 """
 
 from __future__ import annotations
@@ -35,26 +35,9 @@ class Disconnected(Exception):
     """The client went away before its body was read: there is no one to answer."""
 
 
-async def asgi_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    """The body chunks of an ASGI ``http`` request."""
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Disconnected
-        more = message.get("more_body", False)
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-
-
-async def read_body(
-    content_length: str | None,
-    content_encoding: str | None,
-    chunks: AsyncIterator[bytes],
-    limit: int,
-) -> bytes:
-    """The body of a request with these two headers, at most ``limit`` bytes."""
+def _encoding(content_length: str | None, content_encoding: str | None, limit: int) -> str:
+    """The body's encoding, once its two headers pass; a declared length over the
+    limit is refused before a byte is read."""
     if content_length is not None:
         try:
             size = int(content_length)
@@ -65,17 +48,59 @@ async def read_body(
     encoding = (content_encoding or "identity").strip().lower()
     if encoding not in ("identity", "gzip", ""):
         raise BodyError(415, "bad_encoding", f"unsupported Content-Encoding {encoding!r}")
+    return encoding
+
+
+def _too_large(limit: int) -> BodyError:
+    return BodyError(413, "too_large", f"body exceeds {limit} bytes")
+
+
+async def read_body(
+    content_length: str | None,
+    content_encoding: str | None,
+    chunks: AsyncIterator[bytes],
+    limit: int,
+) -> bytes:
+    """The body of a request with these two headers, at most ``limit`` bytes."""
+    encoding = _encoding(content_length, content_encoding, limit)
     parts: list[bytes] = []
     received = 0
     async for chunk in chunks:
         received += len(chunk)
         if received > limit:
-            raise BodyError(413, "too_large", f"body exceeds {limit} bytes")
+            raise _too_large(limit)
         parts.append(chunk)
     body = parts[0] if len(parts) == 1 else b"".join(parts)
-    if encoding == "gzip":
-        return inflate(body, limit)
-    return body
+    return inflate(body, limit) if encoding == "gzip" else body
+
+
+async def read_asgi_body(
+    content_length: str | None, content_encoding: str | None, receive: Receive, limit: int
+) -> bytes:
+    """:func:`read_body` of an ASGI ``http`` request, read from ``receive`` itself:
+    a body that comes in one message (a beacon, the usual batch) costs one call."""
+    encoding = _encoding(content_length, content_encoding, limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise Disconnected
+    body: bytes = message.get("body", b"")
+    if message.get("more_body", False):
+        parts, received = [body], len(body)
+        while True:
+            if received > limit:
+                raise _too_large(limit)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+    if len(body) > limit:
+        raise _too_large(limit)
+    return inflate(body, limit) if encoding == "gzip" else body
 
 
 def inflate(data: bytes, limit: int) -> bytes:

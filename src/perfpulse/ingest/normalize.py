@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -429,32 +430,28 @@ class Normalizer:
         vitals: list[StoredVital] = []
         for v in b.vitals:
             value = v.value
-            if v.name == "CLS":
-                vp = _number_problem(value) or ("absurd_value" if value > MAX_CLS else None)
-            else:
-                vp = _duration_problem(value)
-            if vp is not None:
-                out.dropped[vp] += 1
+            name = v.name
+            # NaN fails both tests; the reason is looked up only for a dropped vital
+            if not 0.0 <= value <= (MAX_CLS if name == "CLS" else MAX_DURATION_MS):
+                out.dropped[_vital_problem(name, value)] += 1
                 continue
             attribution = v.attribution
             vitals.append(
                 StoredVital(
-                    v.name,
+                    name,
                     value,
-                    _RATE[v.name](value),
+                    _RATE[name](value),
                     v.navigation_type,
-                    _json.encode(_redact_attribution(attribution)).decode()
-                    if attribution
-                    else None,
+                    _attribution_text(attribution) if attribution else None,
                 )
             )
         b.vitals = []
-        if b.resources:
-            b.resources = [g for g in b.resources if _duration_problem(g.duration_ms) is None]
+        if b.resources:  # a group with a bad duration goes (NaN fails the test)
+            b.resources = [g for g in b.resources if 0.0 <= g.duration_ms <= MAX_DURATION_MS]
         if b.largest_resources:
             largest = []
             for r in b.largest_resources:
-                if _duration_problem(r.duration_ms) is None:
+                if 0.0 <= r.duration_ms <= MAX_DURATION_MS:
                     r.url = redact_url(r.url)
                     largest.append(r)
             b.largest_resources = largest
@@ -480,6 +477,21 @@ _RATE = {name: metric.rate for name, metric in VITALS.items()}
 
 
 _URL_PREFIXES = ("http://", "https://", "//")
+
+
+def _vital_problem(name: str, value: float) -> str:
+    if name == "CLS":
+        return _number_problem(value) or "absurd_value"
+    return _duration_problem(value) or "absurd_value"
+
+
+def _attribution_text(attribution: dict[str, Any]) -> str:
+    """An attribution object as JSON, with the URLs in it redacted (a URL has a
+    ``//``; most attribution objects, selectors and event types, have none)."""
+    text = _json.encode(attribution)
+    if b"//" in text:
+        text = _json.encode(_redact_attribution(attribution))
+    return text.decode()
 
 
 def _redact_attribution(value: object) -> object:

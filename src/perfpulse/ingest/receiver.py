@@ -19,9 +19,9 @@ with an :class:`Answer`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from perfpulse.ingest.body import BodyError, Disconnected, OtlpError, asgi_chunks, read_body
+from perfpulse.ingest.body import BodyError, Disconnected, OtlpError, read_asgi_body, read_body
 from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
 from perfpulse.keys import Keys, bearer, matches
@@ -179,14 +179,14 @@ class Receiver:
             answer = self._refuse("events", _Refused(403, "bad_key", "wrong ingest key"))
         else:
 
-            async def decode(body: bytes) -> tuple[str, int, Normalized]:
+            def decode(body: bytes) -> tuple[str, int, Normalized]:
                 batch = BATCH_DECODER.decode(body)
                 if batch.dropped:
                     self.metrics.agent_dropped.inc(batch.dropped)
                 return "ingest:" + batch.batch_id, len(batch.events), self.normalizer.batch(batch)
 
             try:
-                answer = await self._ingest("events", head, asgi_chunks(receive), decode)
+                answer = await self._ingest("events", self._asgi_body(head, receive), decode)
             except Disconnected:
                 return
         await answer.send(send)
@@ -204,7 +204,7 @@ class Receiver:
         decoder = self.otlp_decoder
         content_type = head.get("content-type") or "application/x-protobuf"
 
-        async def decode(body: bytes) -> tuple[str, int, Normalized]:
+        def decode(body: bytes) -> tuple[str, int, Normalized]:
             out = decoder.decode(signal, body, content_type)
             return "otlp:" + new_id(), out.accepted + sum(out.dropped.values()), out
 
@@ -212,7 +212,13 @@ class Receiver:
             body, media_type = decoder.answer(signal, out.dropped, content_type)
             return Answer(200, body, media_type=media_type)
 
-        answer = await self._ingest(endpoint, head, request.stream(), decode, respond=respond)
+        body = read_body(
+            head.get("content-length"),
+            head.get("content-encoding"),
+            request.stream(),
+            self.max_body,
+        )
+        answer = await self._ingest(endpoint, body, decode, respond=respond)
         return answer.response()
 
     async def rum(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -231,12 +237,12 @@ class Receiver:
             )
         else:
 
-            async def decode(body: bytes) -> tuple[str, int, Normalized]:
+            def decode(body: bytes) -> tuple[str, int, Normalized]:
                 beacon = BEACON_DECODER.decode(body)
                 return "public:" + beacon.id, 1 + len(beacon.vitals), self.normalizer.beacon(beacon)
 
             try:
-                answer = await self._ingest("rum", head, asgi_chunks(receive), decode, cors)
+                answer = await self._ingest("rum", self._asgi_body(head, receive), decode, cors)
             except Disconnected:
                 return
         await answer.send(send)
@@ -278,20 +284,23 @@ class Receiver:
             headers = {**(headers or {}), "Retry-After": "1"}
         return Answer.json(body, refused.status, headers)
 
+    def _asgi_body(self, head: _Head, receive: Receive) -> Coroutine[Any, Any, bytes]:
+        return read_asgi_body(
+            head.get("content-length"), head.get("content-encoding"), receive, self.max_body
+        )
+
     async def _ingest(
         self,
         endpoint: str,
-        head: _Head,
-        chunks: AsyncIterator[bytes],
-        decode: Callable[[bytes], Awaitable[tuple[str, int, Normalized]]],
+        body: Coroutine[Any, Any, bytes],
+        decode: Callable[[bytes], tuple[str, int, Normalized]],
         headers: dict[str, str] | None = None,
         respond: Callable[[Normalized], Answer] | None = None,
     ) -> Answer:
+        """Read ``body`` (a coroutine of :mod:`perfpulse.ingest.body`), decode it,
+        spool it, and answer."""
         try:
-            body = await read_body(
-                head.get("content-length"), head.get("content-encoding"), chunks, self.max_body
-            )
-            key, total, out = await decode(body)
+            key, total, out = decode(await body)
         except BodyError as exc:
             return self._refuse(endpoint, _Refused(exc.status, exc.reason, exc.message), headers)
         except msgspec.DecodeError as exc:
