@@ -79,10 +79,12 @@ _encode_fast = msgspec.json.Encoder().encode  # ~7x faster than json; writes NaN
 _encode_strict = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _gzip(data: bytes) -> bytes:
-    """A gzip member of ``data``: level 1 (3x cheaper than 6, 15 % bigger), memLevel 4."""
+def _gzip(*parts: bytes) -> bytes:
+    """One gzip member of the ``parts`` one after the other, without joining them
+    first (a batch's events are most of its bytes: joining copied them all):
+    level 1 (3x cheaper than 6, 15 % bigger), memLevel 4."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 4)
-    return compressor.compress(data) + compressor.flush()
+    return b"".join([*map(compressor.compress, parts), compressor.flush()])
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +353,7 @@ class Transport:
     def _deliver(self, events: bytes, count: int) -> int:
         """Send one batch, retrying as the module docstring says; returns the last status."""
         overflow, lost = self._overflow, self._lost
-        body = b"".join(
+        head = b"".join(
             [
                 self._prefix,
                 b',"batch_id":"',
@@ -359,11 +361,9 @@ class Transport:
                 b'","dropped":',
                 str(overflow + lost).encode(),
                 b',"events":',
-                events,
-                b"}",
             ]
         )
-        gz = _gzip(body)
+        gz = _gzip(head, events, b"}")
         started = time.monotonic()
         attempt = 0
         while True:
