@@ -304,7 +304,7 @@ class DuckDBBackend:
         try:
             with open(scratch, "wb") as f:
                 f.write(b"\n".join(documents))
-            self._con.execute(sql.load_beacons(str(scratch)))
+            self._con.execute(sql.load_beacons(str(scratch), max(map(len, documents))))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 scratch.unlink()

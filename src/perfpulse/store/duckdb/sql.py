@@ -675,13 +675,18 @@ BEACONS = "_beacons"
 _BEACON_COLUMNS = _beacon_columns()
 
 
-def load_beacons(path: str) -> str:
+def load_beacons(path: str, longest: int) -> str:
     """CREATE ``_beacons`` from the file of :class:`StoredBeacon` documents at ``path``
-    (one per line), read by DuckDB's JSON reader."""
+    (one per line, the longest ``longest`` bytes), read by DuckDB's JSON reader.
+
+    The reader refuses a line over ``maximum_object_size`` and buffers twice that;
+    its default (16 MB) would refuse a beacon under a ``--max-body`` raised past it,
+    and hold 32 MB of buffers for a flush of beacons of a few KB each."""
     quoted = path.replace("'", "''")
     return (
         f"CREATE TEMP TABLE {BEACONS} AS SELECT * FROM read_json('{quoted}', "
-        f"format = 'newline_delimited', columns = {_BEACON_COLUMNS})"
+        f"format = 'newline_delimited', maximum_object_size = {max(longest, 1) + 1}, "
+        f"columns = {_BEACON_COLUMNS})"
     )
 
 
