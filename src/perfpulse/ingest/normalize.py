@@ -50,6 +50,7 @@ from perfpulse.model.events import (
     ErrorEvent,
     HttpEvent,
     LogEvent,
+    Navigation,
     NPlusOneEvent,
     PoolEvent,
     ResourceEvent,
@@ -463,16 +464,7 @@ class Normalizer:
         return out
 
 
-_NAV_PHASES = (
-    "dns_ms",
-    "connect_ms",
-    "tls_ms",
-    "request_ms",
-    "response_ms",
-    "dom_interactive_ms",
-    "dom_complete_ms",
-    "load_ms",
-)
+_NAV_PHASES = tuple(name for name in Navigation.__struct_fields__ if name.endswith("_ms"))
 _RATE = {name: metric.rate for name, metric in VITALS.items()}
 
 

@@ -719,20 +719,7 @@ _BEACON_FIELDS: dict[str, tuple[str, dict[str, str]]] = {
             "mem_total_bytes": "b.memory.total_bytes",
             "mem_limit_bytes": "b.memory.limit_bytes",
             "mem_source": "b.memory.source",
-            **{
-                phase: f"b.nav.{phase}"
-                for phase in (
-                    "dns_ms",
-                    "connect_ms",
-                    "tls_ms",
-                    "request_ms",
-                    "response_ms",
-                    "dom_interactive_ms",
-                    "dom_complete_ms",
-                    "load_ms",
-                    "transfer_bytes",
-                )
-            },
+            **{phase: f"b.nav.{phase}" for phase in _NAV},
         },
     ),
     "rum_vital": ("vitals", {}),
