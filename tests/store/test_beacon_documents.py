@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -178,4 +179,16 @@ def test_a_failed_flush_leaves_no_scratch_tables_behind(
     assert db.checkpoint() == 0
     assert db.write(Flush(beacons=out.beacons, checkpoint=1)) == 6  # the same names again
     assert len(rows(db, "rum_view")) == 1
-    assert not db._scratch.exists()
+
+
+def test_a_flush_of_beacons_fits_the_steady_memory_limit(tmp_path: Path) -> None:
+    """Not run out of memory once and tried again under the burst limit: DuckDB's
+    JSON reader (read_json) wanted 32 MB of buffers, twice the steady limit."""
+    norm = normalizer()
+    beacons = []
+    for i in range(300):
+        out = norm.beacon(BEACON_DECODER.decode(json.dumps({**EDGE, "id": f"v{i}"})))
+        beacons += out.beacons
+    db = DuckDBBackend(tmp_path / "perfpulse.duckdb")  # the default, steady memory limit
+    assert db._write(Flush(beacons=beacons, checkpoint=1)) == 300 * 6  # no retry around it
+    assert len(rows(db, "rum_view")) == 300

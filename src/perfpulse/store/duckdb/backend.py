@@ -2,8 +2,8 @@
 
 Writes arrive as columns from the single writer thread and reach DuckDB as one
 Arrow record batch per table (built by nanoarrow); browser beacons arrive as
-JSON documents, which DuckDB's JSON reader loads from a scratch file and SQL
-unnests into their rows (so no value of a beacon becomes a Python object in the
+JSON documents, which DuckDB parses (``json_transform``) and SQL unnests into
+their rows (so no value of a beacon becomes a Python object in the
 writer, which would hold the GIL the event loop answering ingest needs). All of
 it goes in one transaction per flush together with the batch ids and the spool
 checkpoint, so a crash either stores a flush whole or not at all. Each flush also appends its per-minute and per-hour
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -217,12 +215,6 @@ class DuckDBBackend:
         self._dirty_hours: set[int] = set()
         self._cache = PartCache()
         self._lock = threading.Lock()  # guards the writer connection
-        # Where a flush's beacon documents wait for DuckDB's JSON reader.
-        self._scratch = (
-            path.with_name(path.name + ".beacons.ndjson")
-            if path
-            else Path(tempfile.gettempdir()) / f"perfpulse-{os.getpid()}-{id(self)}.ndjson"
-        )
         self._local = threading.local()
         self._closed = False
 
@@ -297,17 +289,10 @@ class DuckDBBackend:
         return written
 
     def _load_beacons(self, documents: list[bytes], tables: list[str]) -> None:
-        """``_beacons`` from the documents, read by DuckDB from a scratch file (so
-        no value of theirs becomes a Python object), and the input view of each
+        """``_beacons`` from the documents (parsed by DuckDB, so no value of theirs
+        becomes a Python object here, with the GIL held), and the input view of each
         beacon table over it (and over rows of older records in the same flush)."""
-        scratch = self._scratch
-        try:
-            with open(scratch, "wb") as f:
-                f.write(b"\n".join(documents))
-            self._con.execute(sql.load_beacons(str(scratch), max(map(len, documents))))
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                scratch.unlink()
+        self._con.execute(sql.LOAD_BEACONS, [[d.decode() for d in documents]])
         for table in BEACON_TABLES:
             rows = f"{sql.input_name(table)}_rows" if table in tables else None
             self._con.execute(sql.beacon_input(table, rows))

@@ -25,6 +25,7 @@ quantiles are read with a cumulative sum: no percentile is ever averaged.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -643,17 +644,17 @@ def otel_points(filters: dict[str, str]) -> tuple[str, list[Any]]:
 # --- beacons: JSON documents unnested into rows -----------------------------------------
 
 
-def _duckdb_type(t: msgspec.inspect.Type) -> str:
-    """The DuckDB type ``read_json`` reads a value of the msgspec type ``t`` as."""
+def _structure(t: msgspec.inspect.Type) -> object:
+    """The ``json_transform`` structure of the msgspec type ``t``: what DuckDB
+    turns a value of it into (a missing key becomes NULL)."""
     mi = msgspec.inspect
     if isinstance(t, mi.UnionType):  # ``X | None``: DuckDB's values are all nullable
         (only,) = [u for u in t.types if not isinstance(u, mi.NoneType)]
-        return _duckdb_type(only)
+        return _structure(only)
     if isinstance(t, mi.StructType):
-        fields = ", ".join(f'"{f.encode_name}" {_duckdb_type(f.type)}' for f in t.fields)
-        return f"STRUCT({fields})"
+        return {f.encode_name: _structure(f.type) for f in t.fields}
     if isinstance(t, mi.ListType):
-        return _duckdb_type(t.item_type) + "[]"
+        return [_structure(t.item_type)]
     if isinstance(t, mi.LiteralType | mi.StrType):
         return "VARCHAR"
     simple = {mi.BoolType: "BOOLEAN", mi.IntType: "BIGINT", mi.FloatType: "DOUBLE"}
@@ -663,31 +664,20 @@ def _duckdb_type(t: msgspec.inspect.Type) -> str:
     return "JSON"  # the wire's attribution objects (``beacon.vitals`` is empty when stored)
 
 
-def _beacon_columns() -> str:
-    info = msgspec.inspect.type_info(StoredBeacon)
-    assert isinstance(info, msgspec.inspect.StructType)
-    return (
-        "{" + ", ".join(f"'{f.encode_name}': '{_duckdb_type(f.type)}'" for f in info.fields) + "}"
-    )
-
-
 BEACONS = "_beacons"
-_BEACON_COLUMNS = _beacon_columns()
-
-
-def load_beacons(path: str, longest: int) -> str:
-    """CREATE ``_beacons`` from the file of :class:`StoredBeacon` documents at ``path``
-    (one per line, the longest ``longest`` bytes), read by DuckDB's JSON reader.
-
-    The reader refuses a line over ``maximum_object_size`` and buffers twice that;
-    its default (16 MB) would refuse a beacon under a ``--max-body`` raised past it,
-    and hold 32 MB of buffers for a flush of beacons of a few KB each."""
-    quoted = path.replace("'", "''")
-    return (
-        f"CREATE TEMP TABLE {BEACONS} AS SELECT * FROM read_json('{quoted}', "
-        f"format = 'newline_delimited', maximum_object_size = {max(longest, 1) + 1}, "
-        f"columns = {_BEACON_COLUMNS})"
-    )
+_BEACON_STRUCTURE = json.dumps(_structure(msgspec.inspect.type_info(StoredBeacon)))
+# The documents come as one VARCHAR[] parameter, and DuckDB's json_transform parses
+# them without the GIL and without buffers of its own (its JSON reader, read_json,
+# wants 32 MB of buffers, twice the steady memory limit of a collector that only
+# ingests, so each flush ran out of memory once and was tried again under the burst
+# limit).
+LOAD_BEACONS = (
+    f"CREATE TEMP TABLE {BEACONS} AS SELECT s.page AS page, s.vitals AS vitals, "
+    f"s.beacon AS beacon FROM (SELECT json_transform(d, "
+    f"'{_BEACON_STRUCTURE.replace(chr(39), chr(39) * 2)}') AS s "
+    "FROM (SELECT unnest(?::VARCHAR[]) AS d))"
+)
+"""CREATE ``_beacons`` from a list of :class:`StoredBeacon` documents (as text)."""
 
 
 _BEACON_HEAD = {
