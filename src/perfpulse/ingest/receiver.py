@@ -35,7 +35,7 @@ from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
 from perfpulse.keys import Keys, bearer, matches
 from perfpulse.model.events import BATCH_DECODER, BEACON_DECODER
-from perfpulse.model.rows import RECORD_ENCODER, SpoolRecord
+from perfpulse.model.rows import RECORD_ENCODER, SpoolRecord, column_document
 from perfpulse.spool import Spool, SpoolFull
 from perfpulse.telemetry import CollectorMetrics
 
@@ -311,7 +311,8 @@ class Receiver:
             self.metrics.duplicate_batches.inc()
             return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
         if not out.empty:
-            record = SpoolRecord(key, self.clock(), out.rows, out.columns, out.beacons)
+            columns = {t: column_document(t, c) for t, c in out.columns.items()}
+            record = SpoolRecord(key, self.clock(), out.rows, {}, out.beacons, columns)
             try:
                 await self.spool.append(_encode(record))
             except SpoolFull as exc:

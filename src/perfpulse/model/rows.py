@@ -289,19 +289,29 @@ BEACON_DOCUMENT = msgspec.json.Encoder().encode
 """A :class:`StoredBeacon` as one line of JSON (JSON text holds no raw newline)."""
 
 
+def column_document(table: str, columns: Columns) -> bytes:
+    """``table``'s columns as one JSON object, ``{field: [values]}``: what the spool
+    keeps of a batch's many events, and storage unnests without making a Python
+    object of each value. Values must be JSON's: finite floats (sanity has dropped
+    the others; msgspec would write NaN as null)."""
+    return BEACON_DOCUMENT(dict(zip(field_names(table), columns, strict=True)))
+
+
 class SpoolRecord(msgspec.Struct, array_like=True, gc=False):
     """What ingest appends to the spool for one accepted batch (MessagePack): the
     batch's dedupe key, when it arrived, and its data per raw table, as rows
     (tuples in layout order: a few events) or as columns (many events: the http
     events of a batch), or both; a beacon comes as a :class:`StoredBeacon`
-    document in ``beacons``. Records of older collectors hold rows only (a beacon
-    too), and read the same."""
+    document in ``beacons``, and a batch's columns as one :func:`column_document`
+    per table in ``column_documents``. Records of older collectors hold rows and
+    ``columns`` only, and read the same."""
 
     key: str
     received: float
     rows: dict[str, list[Row]] = {}
     columns: dict[str, Columns] = {}
     beacons: list[bytes] = []
+    column_documents: dict[str, bytes] = {}
 
 
 RECORD_ENCODER = msgspec.msgpack.Encoder()

@@ -33,6 +33,9 @@ class Flush:
     beacons: list[bytes] = field(default_factory=list)
     """Beacons as :class:`~perfpulse.model.rows.StoredBeacon` JSON documents: the
     backend unnests each into its rows of :data:`~perfpulse.model.rows.BEACON_TABLES`."""
+    column_documents: dict[str, list[bytes]] = field(default_factory=dict)
+    """Per raw table, columns as JSON documents (:func:`~perfpulse.model.rows.column_document`),
+    besides ``tables``: the backend unnests them without Python."""
 
     @property
     def rows(self) -> int:

@@ -152,6 +152,8 @@ class Writer:
             for table, columns in record.columns.items():
                 _join(tables, table, columns)
             flush.beacons += record.beacons
+            for table, document in record.column_documents.items():
+                flush.column_documents.setdefault(table, []).append(document)
         started = time.perf_counter()
         written = self.backend.write(flush)
         self.metrics.flush_seconds.observe(time.perf_counter() - started)

@@ -231,24 +231,40 @@ class DuckDBBackend:
 
     def _write(self, flush: Flush) -> int:
         con = self._con
-        tables = [t for t, columns in flush.tables.items() if column_length(columns)]
+        arrow = [t for t, columns in flush.tables.items() if column_length(columns)]
+        documents = {t: docs for t, docs in flush.column_documents.items() if docs}
+        # per table, the SELECTs of its sources other than Arrow columns; a view joins
+        # them (and the Arrow relation, if any); Arrow columns alone need no view
+        joined: dict[str, list[str]] = {}
+        if flush.beacons:
+            joined = {t: [sql.beacon_select(t)] for t in BEACON_TABLES}
+        for table in documents:
+            joined.setdefault(table, []).append(f"SELECT * FROM {sql.columns_name(table)}")
+        tables = list(dict.fromkeys([*arrow, *joined]))
         registered: list[str] = []
-        views: list[str] = []
+        scratch: list[str] = []  # the temporary views and tables, in the order to drop them
         hours: set[int] = set()
         written = 0
         with self._lock:
             con.execute("BEGIN")
             try:
-                for table in tables:
-                    name = sql.input_name(table)
-                    if flush.beacons and table in BEACON_TABLES:
-                        name = f"{name}_rows"  # joins the beacons' view below
+                for table in arrow:
+                    name = sql.rows_name(table) if table in joined else sql.input_name(table)
                     con.register(name, _relation(table, flush.tables[table]))
                     registered.append(name)
+                # the documents as text, parsed by DuckDB: no value of theirs becomes a
+                # Python object here, with the GIL held
                 if flush.beacons:
-                    self._load_beacons(flush.beacons, tables)
-                    views = [sql.input_name(t) for t in BEACON_TABLES]
-                    tables = [t for t in tables if t not in BEACON_TABLES] + list(BEACON_TABLES)
+                    con.execute(sql.LOAD_BEACONS, [[d.decode() for d in flush.beacons]])
+                    scratch.append(sql.BEACONS)
+                for table, docs in documents.items():
+                    con.execute(sql.load_columns(table), [[d.decode() for d in docs]])
+                    scratch.append(sql.columns_name(table))
+                for table, selects in joined.items():
+                    if table in arrow:
+                        selects = [*selects, f"SELECT * FROM {sql.rows_name(table)}"]
+                    con.execute(sql.input_view(table, selects))
+                    scratch.insert(0, sql.input_name(table))  # views go before their tables
                 for table in tables:
                     row = _first(con.execute(sql.insert_raw(table)))
                     written += int(row[0]) if row else 0
@@ -265,10 +281,9 @@ class DuckDBBackend:
                     self._dirty_hours |= hours
                     con.execute("DROP TABLE _flush_ids")
                     con.execute("DROP TABLE _flush_rollup")
-                for view in views:
-                    con.execute(f"DROP VIEW {view}")
-                if views:
-                    con.execute(f"DROP TABLE {sql.BEACONS}")
+                views = {sql.input_name(table) for table in joined}
+                for name in scratch:
+                    con.execute(f"DROP {'VIEW' if name in views else 'TABLE'} {name}")
                 if flush.batches:
                     con.execute(
                         sql.INSERT_BATCHES,
@@ -287,15 +302,6 @@ class DuckDBBackend:
                 for name in registered:
                     con.unregister(name)
         return written
-
-    def _load_beacons(self, documents: list[bytes], tables: list[str]) -> None:
-        """``_beacons`` from the documents (parsed by DuckDB, so no value of theirs
-        becomes a Python object here, with the GIL held), and the input view of each
-        beacon table over it (and over rows of older records in the same flush)."""
-        self._con.execute(sql.LOAD_BEACONS, [[d.decode() for d in documents]])
-        for table in BEACON_TABLES:
-            rows = f"{sql.input_name(table)}_rows" if table in tables else None
-            self._con.execute(sql.beacon_input(table, rows))
 
     def checkpoint(self) -> int:
         row = _first(self._cursor().execute(sql.GET_CHECKPOINT))

@@ -729,10 +729,8 @@ def _beacon_expr(table: str, name: str) -> str:
     return f"x.{name}" if unnest else f"b.{name}"
 
 
-def beacon_input(table: str, rows: str | None) -> str:
-    """CREATE the temporary view :func:`input_name` of ``table`` over ``_beacons``,
-    followed by the relation ``rows`` (the same table's rows from older spool
-    records) when there is one."""
+def beacon_select(table: str) -> str:
+    """The rows of ``table`` (one of ``BEACON_TABLES``) in the loaded beacon documents."""
     unnest, _ = _BEACON_FIELDS[table]
     cols = ", ".join(f'{_beacon_expr(table, name)} AS "{name}"' for name, _kind in LAYOUTS[table])
     source = (
@@ -740,5 +738,41 @@ def beacon_input(table: str, rows: str | None) -> str:
         if unnest
         else f"(SELECT beacon AS b, page FROM {BEACONS})"
     )
-    view = f"CREATE TEMP VIEW {input_name(table)} AS SELECT {cols} FROM {source}"
-    return view + (f" UNION ALL SELECT * FROM {rows}" if rows else "")
+    return f"SELECT {cols} FROM {source}"
+
+
+def rows_name(table: str) -> str:
+    """The relation a flush registers ``table``'s Python columns under when other
+    sources join them in :func:`input_view`."""
+    return f"{input_name(table)}_rows"
+
+
+def input_view(table: str, selects: list[str]) -> str:
+    """CREATE the temporary view :func:`input_name` of ``table``: its sources' rows."""
+    return f"CREATE TEMP VIEW {input_name(table)} AS {' UNION ALL '.join(selects)}"
+
+
+_JSON_TYPES: dict[FieldType, str] = {
+    "ts": "DOUBLE",  # seconds, as in the rows (insert_raw makes the TIMESTAMP)
+    "str": "VARCHAR",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "bool": "BOOLEAN",
+}
+
+
+def columns_name(table: str) -> str:
+    """The temporary table a flush's column documents of ``table`` unnest into."""
+    return f"_cols_{table}"
+
+
+def load_columns(table: str) -> str:
+    """CREATE :func:`columns_name` of ``table``: the rows of its column documents
+    (``{field: [values]}``, see ``model.rows.column_document``), given as one
+    ``VARCHAR[]`` parameter, their lists unnested side by side."""
+    structure = json.dumps({name: [_JSON_TYPES[kind]] for name, kind in LAYOUTS[table]})
+    cols = ", ".join(f'unnest(s."{name}") AS "{name}"' for name, _ in LAYOUTS[table])
+    return (
+        f"CREATE TEMP TABLE {columns_name(table)} AS SELECT {cols} FROM "
+        f"(SELECT json_transform(d, '{structure}') AS s FROM (SELECT unnest(?::VARCHAR[]) AS d))"
+    )

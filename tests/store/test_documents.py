@@ -1,4 +1,5 @@
-"""Beacons reach storage as JSON documents that DuckDB unnests into their rows."""
+"""Beacons, and the columns of a batch, reach storage as JSON documents that DuckDB
+unnests into their rows."""
 
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ from tests.store.test_writer import fill
 
 from perfpulse.ingest.normalize import Normalizer
 from perfpulse.ingest.routes import RouteFolder
-from perfpulse.model.events import BEACON_DECODER
-from perfpulse.model.rows import LAYOUTS, RECORD_DECODER, RECORD_ENCODER, SpoolRecord
+from perfpulse.model.events import BATCH_DECODER, BEACON_DECODER
+from perfpulse.model.rows import (
+    LAYOUTS,
+    RECORD_DECODER,
+    RECORD_ENCODER,
+    SpoolRecord,
+    column_document,
+)
 from perfpulse.spool import MemorySpool
 from perfpulse.store.base import Flush
 from perfpulse.store.duckdb import sql
@@ -192,3 +199,52 @@ def test_a_flush_of_beacons_fits_the_steady_memory_limit(tmp_path: Path) -> None
     db = DuckDBBackend(tmp_path / "perfpulse.duckdb")  # the default, steady memory limit
     assert db._write(Flush(beacons=beacons, checkpoint=1)) == 300 * 6  # no retry around it
     assert len(rows(db, "rum_view")) == 300
+
+
+def test_a_batch_is_stored_from_its_column_document_and_older_columns_beside_it() -> None:
+    """A batch's http columns reach the spool as one JSON document; a record of an
+    older collector holds them as columns; one flush may hold both."""
+    batch = {
+        "batch_id": "b1",
+        "resource": {"service": "api", "environment": "production", "release": "1", "host": "h"},
+        "events": [
+            {
+                "kind": "http",
+                "ts": NOW - 10 + i,
+                "route": "/orders/42",
+                "method": "get",
+                "status": 200 + i,
+                "duration_ms": 10.5 * (i + 1),
+                "request_bytes": 2**62 if i == 0 else None,
+                "exception": 'Boom "quoted"\n' if i == 1 else None,
+            }
+            for i in range(3)
+        ],
+    }
+    out = normalizer().batch(BATCH_DECODER.decode(json.dumps(batch)))
+    (table,) = out.columns
+    new = RECORD_ENCODER.encode(
+        SpoolRecord(
+            "ingest:b1", NOW, column_documents={"http": column_document(table, out.columns[table])}
+        )
+    )
+    older = normalizer().batch(BATCH_DECODER.decode(json.dumps({**batch, "batch_id": "b0"})))
+    old = RECORD_ENCODER.encode(["ingest:b0", NOW, {}, older.columns])  # four fields
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    fill(spool, [old, new])
+    assert Writer(spool, db, CollectorMetrics()).drain() == 6
+    got = [
+        (r["route"], r["method"], r["status"], r["duration_ms"], r["request_bytes"], r["exception"])
+        for r in rows(db, "http", "status, request_id")
+    ]
+    expected = [
+        ("/orders/{id}", "GET", 200, 10.5, 2**62, None),
+        ("/orders/{id}", "GET", 201, 21.0, None, 'Boom "quoted"\n'),
+        ("/orders/{id}", "GET", 202, 31.5, None, None),
+    ]
+    assert got == [row for row in expected for _ in range(2)]
+    counts = db.connection().execute(
+        "SELECT sum(list_sum(r.counts)) FROM rollup_1m r JOIN series s ON s.id = r.series "
+        "WHERE s.metric = 'http.server.duration'"
+    )
+    assert counts.fetchall() == [(6,)]
