@@ -2,7 +2,9 @@
 data) and storage (which creates the tables and inserts the data as columns).
 
 Storage takes *columns*: per table, one list per field of its layout, in layout
-order and of equal length (:data:`Columns`). Ingest builds the columns of a big
+order and of equal length (:data:`Columns`), or the same as a JSON document
+(:func:`column_document`, how ingest spools a batch's columns; a beacon is a
+document of its own, :class:`StoredBeacon`). Ingest builds the columns of a big
 batch directly; a few events arrive as rows (tuples in layout order) and become
 columns in the writer (:func:`to_columns`), which joins the columns of many spool
 records with ``list.extend``. Types are logical: each storage backend maps them

@@ -1,12 +1,13 @@
 """The embedded backend: one DuckDB file, owned by one collector process.
 
-Writes arrive as columns from the single writer thread and reach DuckDB as one
-Arrow record batch per table (built by nanoarrow); browser beacons arrive as
-JSON documents, which DuckDB parses (``json_transform``) and SQL unnests into
-their rows (so no value of a beacon becomes a Python object in the
-writer, which would hold the GIL the event loop answering ingest needs). All of
-it goes in one transaction per flush together with the batch ids and the spool
-checkpoint, so a crash either stores a flush whole or not at all. Each flush also appends its per-minute and per-hour
+Writes come from the single writer thread. Browser beacons and the columns of
+agent batches arrive as JSON documents, which DuckDB parses (``json_transform``)
+and SQL unnests into rows, so no value of theirs becomes a Python object in the
+writer, which would hold the GIL the event loop answering ingest needs. The few
+events that arrive as rows reach DuckDB as one Arrow record batch per table
+(built by nanoarrow). All of it goes in one transaction per flush together with
+the batch ids and the spool checkpoint, so a crash either stores a flush whole
+or not at all. Each flush also appends its per-minute and per-hour
 sketch rows (``rollup_1m``, ``rollup_1h``); repeated keys from many flushes are
 merged later by :meth:`DuckDBBackend.compact`, and reads ``SUM`` them anyway, so
 answers are exact at every moment.
