@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from perfpulse.model.catalog import Metric
-from perfpulse.model.rows import Columns, column_length
+from perfpulse.model.rows import Columns
 
 
 @dataclass(slots=True)
@@ -36,10 +36,6 @@ class Flush:
     column_documents: dict[str, list[bytes]] = field(default_factory=dict)
     """Per raw table, columns as JSON documents (:func:`~perfpulse.model.rows.column_document`),
     besides ``tables``: the backend unnests them without Python."""
-
-    @property
-    def rows(self) -> int:
-        return sum(column_length(columns) for columns in self.tables.values())
 
 
 @dataclass(frozen=True, slots=True)
