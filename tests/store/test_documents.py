@@ -248,3 +248,18 @@ def test_a_batch_is_stored_from_its_column_document_and_older_columns_beside_it(
         "WHERE s.metric = 'http.server.duration'"
     )
     assert counts.fetchall() == [(6,)]
+
+
+def test_temporary_tables_spill_beside_the_database_not_into_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    (tmp_path / "data").mkdir()
+    db = DuckDBBackend(tmp_path / "data" / "perfpulse.duckdb")
+    out = normalizer().beacon(BEACON_DECODER.decode(json.dumps(EDGE)))
+    assert db.write(Flush(beacons=out.beacons, checkpoint=1)) == 6
+    setting = db.connection().execute("SELECT current_setting('temp_directory')").fetchall()
+    assert setting == [(str(tmp_path / "data" / "perfpulse.duckdb.tmp"),)]
+    assert list(cwd.iterdir()) == []

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -204,6 +206,14 @@ class DuckDBBackend:
         config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit}
         if threads:
             config["threads"] = threads
+        # The connection's own database is in memory (the file is attached), so
+        # DuckDB would spill its temporary tables (a flush's documents) to ``.tmp``
+        # in whatever directory the collector was started from.
+        config["temp_directory"] = str(
+            path.with_name(path.name + ".tmp")
+            if path
+            else Path(tempfile.gettempdir()) / f"perfpulse-duckdb-{os.getpid()}"
+        )
         self._con = duckdb.connect(config=config)
         location = str(path).replace("'", "''") if path else ":memory:"
         self._con.execute(f"ATTACH '{location}' AS store (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
