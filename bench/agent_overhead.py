@@ -90,7 +90,15 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.agent_app import COLLECTOR_ENV, KEY_ENV, SENTRY_ENV, STUB_ENV, VARIANT_ENV, make_app
+from bench.agent_app import (
+    ALTERNATE_ENV,
+    COLLECTOR_ENV,
+    KEY_ENV,
+    SENTRY_ENV,
+    STUB_ENV,
+    VARIANT_ENV,
+    make_app,
+)
 from bench.servers import INGEST_KEY, collector, free_port, pythonpath
 
 VARIANTS = (
@@ -325,6 +333,93 @@ def instructions_report(counted: dict[str, Counted], seconds: float) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Alternated:
+    """What :func:`alternate` measured of one variant against the bare app."""
+
+    variant: str
+    pairs: int  # measured windows with a bare window on each side
+    requests: int  # requests the measured app served in them
+    bare_loop_us: float  # the bare app's loop CPU a request, median window
+    loop_added: list[float]  # per measured window: loop µs a request over its neighbours'
+    other_us: float  # the agents' threads: CPU a measured request, over the whole run
+
+    @property
+    def added_us(self) -> float:
+        return statistics.median(self.loop_added) + self.other_us
+
+
+def alternate(
+    variant: str, env: dict[str, str], seconds: float, window_s: float, tmp: Path
+) -> Alternated:
+    """``variant`` and the bare app in one server, taking turns every ``window_s``.
+
+    :class:`bench.agent_app.Alternating` serves each request with the app whose
+    turn it is and reads the CPU time of the event loop's thread and of the
+    process at each turn, so each window has its requests and its CPU. A window of
+    ``variant`` is set against the mean of the bare windows on either side of it
+    (which cancels a drift that is linear over three windows) as loop µs a
+    request added; the median of those is the loop's figure. The agents' own
+    threads (perfpulse's sender, OTel's batch processor) are counted over the
+    whole run, per request of ``variant``: their work lags the requests it comes
+    of, so it is not split by window; the bare app has no threads of its own. In
+    separate server processes, rounds seconds apart, the bare app's CPU a
+    request moved by 30 % on this machine; the windows see the same machine to
+    within a second. What runs on the loop's thread for ``variant`` after its
+    window ends (a sender's last batch taking the GIL) counts against the bare
+    app, so the loop figure may be slightly low; its sum over the run is in the
+    agents' threads' figure either way.
+    """
+    full_env = {**env, VARIANT_ENV: "alternate", ALTERNATE_ENV: variant}
+    with app_server("alternate", full_env, tmp / f"alternate-{variant}.log") as (url, _):
+        httpx.get(f"{url}/_alternate/start", params={"window": 0.25})
+        wrk(url, 2.0, 16)  # both apps warm (Starlette builds its middleware at first call)
+        httpx.get(f"{url}/_alternate/stop")
+        httpx.get(f"{url}/_alternate/start", params={"window": window_s})
+        wrk(url, seconds, 16)
+        windows = httpx.get(f"{url}/_alternate/stop").json()
+    return alternated(variant, windows)
+
+
+def alternated(variant: str, windows: list[list[float]]) -> Alternated:
+    """The figures of :func:`alternate` from the server's windows (see
+    :class:`bench.agent_app.Alternating`); the first and last, partly idle, are left out."""
+    kept = windows[1:-1]
+    loop_us = [w[2] / w[1] * 1e6 if w[1] else float("nan") for w in kept]
+    added, requests = [], 0
+    for i in range(1, len(kept) - 1):
+        if kept[i][0] == 1 and kept[i - 1][0] == 0 and kept[i + 1][0] == 0 and kept[i][1]:
+            added.append(loop_us[i] - (loop_us[i - 1] + loop_us[i + 1]) / 2)
+    measured = sum(int(w[1]) for w in kept if w[0] == 1)
+    requests = measured
+    other_s = sum(w[3] - w[2] for w in kept)
+    if not added or not measured:
+        raise RuntimeError(f"alternate {variant}: no complete windows ({windows})")
+    bare = [u for w, u in zip(kept, loop_us, strict=True) if w[0] == 0]
+    return Alternated(
+        variant, len(added), requests, statistics.median(bare), added, other_s / measured * 1e6
+    )
+
+
+def alternate_report(results: list[Alternated], seconds: float, window_s: float) -> str:
+    lines = [
+        f"One server process pinned to 1 CPU, the bare app and the variant taking turns every"
+        f" {window_s:g} s for {seconds:g} s; wrk -t1 -c16",
+        "",
+        "| variant | windows paired | requests measured | bare app, loop µs/request |"
+        " loop µs added, median | quartiles | agent threads µs/request | µs added |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        q = statistics.quantiles(r.loop_added, n=4) if len(r.loop_added) > 1 else [0.0] * 3
+        lines.append(
+            f"| {r.variant} | {r.pairs} | {r.requests:,} | {r.bare_loop_us:.1f} |"
+            f" {statistics.median(r.loop_added):+.1f} | {q[0]:+.1f} .. {q[2]:+.1f} |"
+            f" {r.other_us:.1f} | {r.added_us:+.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def compile_sources() -> None:
     """Byte-compile perfpulse and ``bench/`` (into their ``__pycache__``), as
     ``pip install`` does for every installed package.
@@ -413,6 +508,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="count instructions a request under valgrind instead of timing (see instructions)",
     )
+    ap.add_argument(
+        "--alternate",
+        action="store_true",
+        help="each variant taking turns with the bare app in one server (see alternate);"
+        " --duration is then the length of each variant's run",
+    )
+    ap.add_argument("--window", type=float, default=1.0, help="seconds a turn, with --alternate")
     ap.add_argument("--inprocess", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.inprocess:
@@ -443,6 +545,20 @@ def main(argv: list[str] | None = None) -> None:
                 counted[variant] = instructions(variant, env, args.duration, tmp)
                 print(f"{variant}: {counted[variant]}", file=sys.stderr)
             print(instructions_report(counted, args.duration))
+            return
+        if args.alternate:
+            results = []
+            for variant in variants:
+                if variant == "bare":
+                    continue
+                if variant == "sentry":  # sentry_sdk.init patches Starlette: both apps
+                    print("sentry cannot take turns with the bare app; left out", file=sys.stderr)
+                    continue
+                for _ in range(args.rounds):
+                    settle(server.proc.pid)
+                    results.append(alternate(variant, env, args.duration, args.window, tmp))
+                    print(f"alternate {variant}: {results[-1].added_us:+.1f} µs", file=sys.stderr)
+            print(alternate_report(results, args.duration, args.window))
             return
         for variant in variants:
             inproc[variant] = inprocess(variant, args.calls, env)

@@ -125,7 +125,7 @@ def init(
             transport.every(config.resource_interval_s, lambda: _scope.record(sampler.sample()))
         _request.reseed()
         transport.start()
-        _scope.set_sink(transport.enqueue, requests=transport.enqueue)
+        _scope.set_sink(transport.enqueue, requests=transport.request_sink)
         _request.active = config
         _agent = agent
         if not _fork_hook_installed:

@@ -19,6 +19,10 @@
      for structs) becomes its HttpEvent, appended to the transport's queue.
      Anything else goes to perfpulse.agent.request.finish in Python. An
      exception is recorded and then propagates untouched.
+   - When the request sink is a RequestLog (the transport's, see
+     perfpulse.agent.transport), the usual request is appended to it as a C
+     record instead of an HttpEvent, and RequestLog.take writes a batch of
+     records as the JSON msgspec makes of their structs.
 
    Only what every request does is here. Sampling below 1.0 and a `traceparent`
    header go through request.begin; errors and N+1 findings through
@@ -29,6 +33,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
 
 /* ------------------------------------------------------------------------ */
 /* What setup() hands over: the Python objects the fast path shares.        */
@@ -165,6 +170,462 @@ set_slot(PyObject *obj, int f, PyObject *value)
 {
     Py_XSETREF(SLOT(obj, f), Py_NewRef(value));
 }
+
+/* ------------------------------------------------------------------------ */
+/* RequestLog: finished requests as C records, for the transport's thread.  */
+
+/* The usual request's http event, as plain values: no Python objects are made
+   for it on the application's thread (an HttpEvent struct, two floats, an int,
+   the queue's slot) and none are freed on the transport's, which turns a
+   batch of records into JSON at once (RequestLog.take). Strings are held by
+   reference: the route template and method are shared with the application. */
+typedef struct {
+    int64_t ts_ns, duration_ns; /* the start (Unix time) and the duration, in ns */
+    double db_time_ms;
+    PyObject *route, *method, *request_id, *trace_id; /* ids: NULL for JSON null */
+    long long request_bytes, response_bytes;         /* -1: left out */
+    long long db_count, cache_hits, cache_misses;    /* -1: left out (with db_time_ms) */
+    long status;
+} Record;
+
+typedef struct {
+    PyObject_HEAD
+    Record *ring;
+    Py_ssize_t head, count, size, capacity; /* size: allocated; capacity: the most kept */
+    Py_ssize_t crowded;                     /* count at which `wake` is called */
+    unsigned long long overflow;            /* records dropped (the oldest) when full */
+    unsigned long long skipped;             /* records too big for a batch alone */
+    PyObject *wake;                         /* called when `crowded` records wait */
+    PyObject *fallback;                     /* called with what is not a record */
+} RequestLog;
+
+static PyTypeObject RequestLogType;
+
+static void
+record_clear(Record *r)
+{
+    Py_CLEAR(r->route);
+    Py_CLEAR(r->method);
+    Py_CLEAR(r->request_id);
+    Py_CLEAR(r->trace_id);
+}
+
+/* Room for one more record at the tail: grows the ring (doubling, up to
+   `capacity`), or, when full, drops the oldest and counts it. 0, or -1 with
+   MemoryError. */
+static int
+log_make_room(RequestLog *log)
+{
+    if (log->count < log->size) {
+        return 0;
+    }
+    if (log->size < log->capacity) {
+        Py_ssize_t size = log->size ? log->size * 2 : 256;
+        if (size > log->capacity) {
+            size = log->capacity;
+        }
+        Record *ring = PyMem_Malloc((size_t)size * sizeof(Record));
+        if (ring == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < log->count; i++) {
+            ring[i] = log->ring[(log->head + i) % log->size];
+        }
+        PyMem_Free(log->ring);
+        log->ring = ring;
+        log->head = 0;
+        log->size = size;
+        return 0;
+    }
+    record_clear(&log->ring[log->head]);
+    log->head = (log->head + 1) % log->size;
+    log->count--;
+    log->overflow++;
+    return 0;
+}
+
+/* Append `r` (its references are taken over; cleared on failure). */
+static int
+log_append(RequestLog *log, Record *r)
+{
+    if (log_make_room(log) < 0) {
+        record_clear(r);
+        return -1;
+    }
+    log->ring[(log->head + log->count) % log->size] = *r;
+    log->count++;
+    if (log->count == log->crowded && log->wake != Py_None) {
+        PyObject *result = PyObject_CallNoArgs(log->wake);
+        if (result == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+    }
+    return 0;
+}
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, allocated;
+} Buffer;
+
+static int
+buffer_reserve(Buffer *b, Py_ssize_t more)
+{
+    if (b->size + more <= b->allocated) {
+        return 0;
+    }
+    Py_ssize_t allocated = b->allocated ? b->allocated : 4096;
+    while (allocated < b->size + more) {
+        allocated *= 2;
+    }
+    char *data = PyMem_Realloc(b->data, (size_t)allocated);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->allocated = allocated;
+    return 0;
+}
+
+static int
+buffer_write(Buffer *b, const char *text, Py_ssize_t size)
+{
+    if (buffer_reserve(b, size) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->size, text, (size_t)size);
+    b->size += size;
+    return 0;
+}
+
+#define WRITE_LITERAL(b, text) buffer_write(b, text, (Py_ssize_t)(sizeof(text) - 1))
+
+/* `s` as a JSON string: quotes, backslashes and control characters escaped,
+   the rest as UTF-8 (what msgspec writes). */
+static int
+buffer_json_string(Buffer *b, PyObject *s)
+{
+    Py_ssize_t size;
+    const char *text = PyUnicode_AsUTF8AndSize(s, &size);
+    if (text == NULL || buffer_reserve(b, size * 6 + 2) < 0) {
+        return -1;
+    }
+    char *out = b->data + b->size;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"' || c == '\\') {
+            *out++ = '\\';
+            *out++ = (char)c;
+        }
+        else if (c < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4];
+            out[5] = hex[c & 15];
+            out += 6;
+        }
+        else {
+            *out++ = (char)c;
+        }
+    }
+    *out++ = '"';
+    b->size = out - b->data;
+    return 0;
+}
+
+/* A finite double as Python's repr writes it (the shortest text that reads
+   back the same value), as JSON. */
+static int
+buffer_double(Buffer *b, double value)
+{
+    char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (text == NULL) {
+        return -1;
+    }
+    int result = buffer_write(b, text, (Py_ssize_t)strlen(text));
+    PyMem_Free(text);
+    return result;
+}
+
+static int
+buffer_long(Buffer *b, long long value)
+{
+    char text[24];
+    char *end = text + sizeof text, *p = end;
+    unsigned long long magnitude = value < 0 ? 0ULL - (unsigned long long)value
+                                             : (unsigned long long)value;
+    do {
+        *--p = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0) {
+        *--p = '-';
+    }
+    return buffer_write(b, p, end - p);
+}
+
+/* `value` / 10**9 in decimal, with `decimals` (1 to 9) digits after the point
+   at most (truncated), trailing zeros dropped but one: 1500000 ns as ms is
+   "1.5", 2000000 is "2.0". Exact, and without a float's formatting cost. */
+static int
+buffer_scaled(Buffer *b, int64_t value, int64_t unit, int decimals)
+{
+    static const int64_t powers[] = {1, 10, 100, 1000, 10000, 100000, 1000000,
+                                     10000000, 100000000, 1000000000};
+    if (value < 0) {
+        if (WRITE_LITERAL(b, "-") < 0) {
+            return -1;
+        }
+        value = -value;
+    }
+    if (buffer_long(b, value / unit) < 0 || buffer_reserve(b, decimals + 1) < 0) {
+        return -1;
+    }
+    int64_t fraction = (value % unit) / (unit / powers[decimals]);
+    char *out = b->data + b->size;
+    *out = '.';
+    for (int i = decimals; i >= 1; i--) {
+        out[i] = (char)('0' + fraction % 10);
+        fraction /= 10;
+    }
+    int kept = decimals;
+    while (kept > 1 && out[kept] == '0') {
+        kept--;
+    }
+    b->size += kept + 1;
+    return 0;
+}
+
+/* One record as the JSON object msgspec makes of its HttpEvent: the same
+   fields, in the same order, None left out where the struct's default is None. */
+static int
+buffer_record(Buffer *b, const Record *r)
+{
+    if (WRITE_LITERAL(b, "{\"kind\":\"http\",\"ts\":") < 0
+        || buffer_scaled(b, r->ts_ns, 1000000000, 6) < 0
+        || WRITE_LITERAL(b, ",\"route\":") < 0 || buffer_json_string(b, r->route) < 0
+        || WRITE_LITERAL(b, ",\"method\":") < 0 || buffer_json_string(b, r->method) < 0
+        || WRITE_LITERAL(b, ",\"status\":") < 0 || buffer_long(b, r->status) < 0
+        || WRITE_LITERAL(b, ",\"duration_ms\":") < 0
+        || buffer_scaled(b, r->duration_ns, 1000000, 6) < 0
+        || WRITE_LITERAL(b, ",\"request_id\":") < 0
+        || (r->request_id ? buffer_json_string(b, r->request_id) : WRITE_LITERAL(b, "null")) < 0
+        || WRITE_LITERAL(b, ",\"trace_id\":") < 0
+        || (r->trace_id ? buffer_json_string(b, r->trace_id) : WRITE_LITERAL(b, "null")) < 0) {
+        return -1;
+    }
+    if (r->request_bytes >= 0
+        && (WRITE_LITERAL(b, ",\"request_bytes\":") < 0 || buffer_long(b, r->request_bytes) < 0)) {
+        return -1;
+    }
+    if (r->response_bytes >= 0
+        && (WRITE_LITERAL(b, ",\"response_bytes\":") < 0
+            || buffer_long(b, r->response_bytes) < 0)) {
+        return -1;
+    }
+    if (r->db_count >= 0
+        && (WRITE_LITERAL(b, ",\"db_time_ms\":") < 0 || buffer_double(b, r->db_time_ms) < 0
+            || WRITE_LITERAL(b, ",\"db_count\":") < 0 || buffer_long(b, r->db_count) < 0)) {
+        return -1;
+    }
+    if (r->cache_hits >= 0
+        && (WRITE_LITERAL(b, ",\"cache_hits\":") < 0 || buffer_long(b, r->cache_hits) < 0
+            || WRITE_LITERAL(b, ",\"cache_misses\":") < 0
+            || buffer_long(b, r->cache_misses) < 0)) {
+        return -1;
+    }
+    return WRITE_LITERAL(b, "}");
+}
+
+static PyObject *
+log_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"capacity", "crowded", "wake", "fallback", NULL};
+    Py_ssize_t capacity, crowded;
+    PyObject *wake, *fallback;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nnOO:RequestLog", keywords, &capacity,
+                                     &crowded, &wake, &fallback)) {
+        return NULL;
+    }
+    if (capacity < 1) {
+        PyErr_SetString(PyExc_ValueError, "a RequestLog's capacity must be at least 1");
+        return NULL;
+    }
+    RequestLog *log = (RequestLog *)type->tp_alloc(type, 0);
+    if (log == NULL) {
+        return NULL;
+    }
+    log->capacity = capacity;
+    log->crowded = crowded;
+    log->wake = Py_NewRef(wake);
+    log->fallback = Py_NewRef(fallback);
+    return (PyObject *)log;
+}
+
+static void
+log_drop_all(RequestLog *log)
+{
+    for (Py_ssize_t i = 0; i < log->count; i++) {
+        record_clear(&log->ring[(log->head + i) % log->size]);
+    }
+    log->head = log->count = 0;
+}
+
+static int
+log_traverse(RequestLog *log, visitproc visit, void *arg)
+{
+    Py_VISIT(log->wake);
+    Py_VISIT(log->fallback);
+    return 0;
+}
+
+static int
+log_tp_clear(RequestLog *log)
+{
+    Py_CLEAR(log->wake);
+    Py_CLEAR(log->fallback);
+    return 0;
+}
+
+static void
+log_dealloc(RequestLog *log)
+{
+    PyObject_GC_UnTrack(log);
+    log_drop_all(log);
+    PyMem_Free(log->ring);
+    log_tp_clear(log);
+    Py_TYPE(log)->tp_free((PyObject *)log);
+}
+
+static Py_ssize_t
+log_length(RequestLog *log)
+{
+    return log->count;
+}
+
+/* log(item): what is not a record (an HttpEvent from Python, a request scope)
+   goes to the fallback, the transport's enqueue. */
+static PyObject *
+log_call(RequestLog *log, PyObject *args, PyObject *kwargs)
+{
+    return PyObject_Call(log->fallback, args, kwargs);
+}
+
+static PyObject *
+log_take(RequestLog *log, PyObject *args)
+{
+    Py_ssize_t limit, max_bytes;
+    if (!PyArg_ParseTuple(args, "nn:take", &limit, &max_bytes)) {
+        return NULL;
+    }
+    Buffer b = {NULL, 0, 0};
+    Py_ssize_t taken = 0;
+    if (WRITE_LITERAL(&b, "[") < 0) {
+        goto fail;
+    }
+    while (taken < limit && log->count > 0) {
+        Record *r = &log->ring[log->head];
+        Py_ssize_t mark = b.size;
+        if (taken > 0 && WRITE_LITERAL(&b, ",") < 0) {
+            goto fail;
+        }
+        if (buffer_record(&b, r) < 0) {
+            goto fail;
+        }
+        if (b.size + 1 > max_bytes) {
+            b.size = mark;
+            if (taken > 0) {
+                break; /* the next batch's */
+            }
+            log->skipped++; /* too big alone: never sendable */
+        }
+        else {
+            taken++;
+        }
+        record_clear(r);
+        log->head = (log->head + 1) % log->size;
+        log->count--;
+    }
+    if (WRITE_LITERAL(&b, "]") < 0) {
+        goto fail;
+    }
+    PyObject *body = PyBytes_FromStringAndSize(b.data, b.size);
+    PyMem_Free(b.data);
+    if (body == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(Nn)", body, taken);
+
+fail:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+static PyObject *
+log_take_dropped(RequestLog *log, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result = Py_BuildValue("(KK)", log->overflow, log->skipped);
+    log->overflow = log->skipped = 0;
+    return result;
+}
+
+static PyObject *
+log_clear_method(RequestLog *log, PyObject *Py_UNUSED(ignored))
+{
+    log_drop_all(log);
+    log->overflow = log->skipped = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef log_methods[] = {
+    {"take", (PyCFunction)log_take, METH_VARARGS,
+     "take(limit, max_bytes) -> (bytes, int)\n--\n\n"
+     "Up to `limit` of the oldest records as one JSON array of http events, no\n"
+     "longer than `max_bytes`, and how many it holds; they leave the log. A\n"
+     "record too big alone is dropped and counted (see take_dropped)."},
+    {"take_dropped", (PyCFunction)log_take_dropped, METH_NOARGS,
+     "take_dropped() -> (int, int)\n--\n\n"
+     "Records dropped since the last call: the oldest, when the log was full, and\n"
+     "those too big for a batch; both counts start again at 0."},
+    {"clear", (PyCFunction)log_clear_method, METH_NOARGS,
+     "Drop every record and the counts (a forked child starts empty)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef log_members[] = {
+    {"capacity", T_PYSSIZET, offsetof(RequestLog, capacity), READONLY,
+     "The most records kept; past it the oldest is dropped."},
+    {"crowded", T_PYSSIZET, offsetof(RequestLog, crowded), READONLY,
+     "How many waiting records make the log call `wake`."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods log_as_sequence = {
+    .sq_length = (lenfunc)log_length,
+};
+
+static PyTypeObject RequestLogType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "perfpulse.agent._speedups.RequestLog",
+    .tp_doc = "RequestLog(capacity, crowded, wake, fallback)\n--\n\n"
+              "The transport's queue of finished usual requests as C records (see\n"
+              "perfpulse.agent.transport). As the request sink, calling it hands the\n"
+              "item to `fallback`; the compiled middleware appends records instead.",
+    .tp_basicsize = sizeof(RequestLog),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = log_new,
+    .tp_dealloc = (destructor)log_dealloc,
+    .tp_traverse = (traverseproc)log_traverse,
+    .tp_clear = (inquiry)log_tp_clear,
+    .tp_call = (ternaryfunc)log_call,
+    .tp_methods = log_methods,
+    .tp_members = log_members,
+    .tp_as_sequence = &log_as_sequence,
+};
 
 /* ------------------------------------------------------------------------ */
 /* Call: one request's awaitable.                                           */
@@ -460,6 +921,68 @@ route_of(Call *self)
     return PyObject_CallOneArg(route_fn, scope);
 }
 
+/* The usual request as a record in `log`: 1 when done, -1 on an error, 0 when
+   a value is not of the type a record holds (finish_fast then makes the
+   HttpEvent struct and calls the log, which hands it to its fallback). */
+static int
+log_record(RequestLog *log, PyObject *rs, PyObject *route, PyObject *method, long status,
+           int64_t duration_ns, PyObject *request_bytes, PyObject *response_bytes, long queries)
+{
+    Record r = {0};
+    PyObject *request_id = SLOT(rs, F_REQUEST_ID), *trace_id = SLOT(rs, F_TRACE_ID);
+    PyObject *hits = SLOT(rs, F_CACHE_HITS), *misses = SLOT(rs, F_CACHE_MISSES);
+    PyObject *db_time = SLOT(rs, F_DB_TIME_MS);
+    if ((request_id != Py_None && !PyUnicode_CheckExact(request_id))
+        || (trace_id != Py_None && !PyUnicode_CheckExact(trace_id))
+        || (request_bytes != Py_None && !PyLong_CheckExact(request_bytes))
+        || !PyLong_CheckExact(response_bytes) || !PyLong_CheckExact(hits)
+        || !PyLong_CheckExact(misses)
+        || (queries && !PyFloat_CheckExact(db_time) && !PyLong_CheckExact(db_time))) {
+        return 0;
+    }
+    r.request_bytes = request_bytes == Py_None ? -1 : PyLong_AsLongLong(request_bytes);
+    r.response_bytes = PyLong_AsLongLong(response_bytes);
+    r.db_count = r.cache_hits = r.cache_misses = -1;
+    if (queries) {
+        r.db_count = queries;
+        r.db_time_ms = PyFloat_AsDouble(db_time);
+    }
+    long long hit_count = PyLong_AsLongLong(hits), miss_count = PyLong_AsLongLong(misses);
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* too big for a record: the struct takes it */
+        return 0;
+    }
+    if (r.request_bytes < -1 || r.response_bytes < 0 || hit_count < 0 || miss_count < 0
+        || !isfinite(r.db_time_ms)) {
+        return 0;
+    }
+    if (hit_count || miss_count) {
+        r.cache_hits = hit_count;
+        r.cache_misses = miss_count;
+    }
+    r.ts_ns = time_ns() - duration_ns;
+    r.duration_ns = duration_ns;
+    r.status = status;
+    if (route == Py_None || PyUnicode_GET_LENGTH(route) == 0) {
+        r.route = Py_NewRef(unmatched);
+    }
+    else if (PyUnicode_GET_LENGTH(route) > 4096) {
+        r.route = PyUnicode_Substring(route, 0, 4096);
+    }
+    else {
+        r.route = Py_NewRef(route);
+    }
+    r.method = PyUnicode_GET_LENGTH(method) > 16 ? PyUnicode_Substring(method, 0, 16)
+                                                 : Py_NewRef(method);
+    if (r.route == NULL || r.method == NULL) {
+        record_clear(&r);
+        return -1;
+    }
+    r.request_id = request_id == Py_None ? NULL : Py_NewRef(request_id);
+    r.trace_id = trace_id == Py_None ? NULL : Py_NewRef(trace_id);
+    return log_append(log, &r) < 0 ? -1 : 1;
+}
+
 /* The usual request's HttpEvent into the sink: 1 when done, 0 when it is not
    the usual request (request.finish takes it), -1 on an error. */
 static int
@@ -496,6 +1019,13 @@ finish_fast(Call *self, PyObject *route, PyObject *method, long status, int64_t 
         return 0; /* N+1 findings */
     }
     int64_t duration_ns = now - self->started;
+    if (Py_IS_TYPE(sink, &RequestLogType)) {
+        int logged = log_record((RequestLog *)sink, rs, route, method, status, duration_ns,
+                                request_bytes, response_bytes, queries);
+        if (logged != 0) {
+            return logged;
+        }
+    }
     PyObject *values[13] = {NULL};
     int n = 9;
     int ok = 0;
@@ -1185,7 +1715,8 @@ PyInit__speedups(void)
     if ((finish_kwnames = Py_BuildValue("(ss)", "request_bytes", "response_bytes")) == NULL) {
         return NULL;
     }
-    if (PyType_Ready(&CallType) < 0 || PyType_Ready(&MiddlewareType) < 0) {
+    if (PyType_Ready(&CallType) < 0 || PyType_Ready(&MiddlewareType) < 0
+        || PyType_Ready(&RequestLogType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
@@ -1193,7 +1724,8 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "Middleware", (PyObject *)&MiddlewareType) < 0
-        || PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0) {
+        || PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0
+        || PyModule_AddObjectRef(module, "RequestLog", (PyObject *)&RequestLogType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,0 +1,186 @@
+"""The compiled request log: finished usual requests kept as C records and sent
+as the JSON the Python middleware's events make.
+
+The running agent's request sink is its transport's ``RequestLog`` (where
+``perfpulse.agent._speedups`` was built): the compiled middleware appends each
+usual request to it as a record, and the transport's thread takes a batch of
+records as one JSON array. Everything else (errors, N+1 findings, events from
+Python) goes through the log to the transport's queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from perfpulse.agent import asgi
+from perfpulse.agent import request as agent_request
+from perfpulse.agent import scope as agent_scope
+from perfpulse.agent.config import Config
+from perfpulse.agent.transport import RequestLog, Transport
+
+from .conftest import call_asgi
+from .test_asgi_compiled import REQUESTS, _app, _comparable, _plain
+from .test_transport import StandIn
+
+pytestmark = pytest.mark.skipif(RequestLog is None, reason="needs perfpulse.agent._speedups")
+
+ODD = '/caf\u00e9/"{word}"\\'  # a route template with non-ASCII, quotes and a backslash
+
+
+def _ignore(item: Any) -> None:
+    pass
+
+
+async def _ok(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+@pytest.fixture
+def agent_on() -> Iterator[None]:
+    agent_request.active = Config.resolve(service="shop", endpoint="http://127.0.0.1:9", environ={})
+    yield
+    agent_request.active = None
+    agent_scope.set_sink(None)
+
+
+def _with_odd_route(middleware: Any) -> Starlette:
+    app = _app(middleware)
+    app.router.routes.append(Route(ODD, _ok))
+    return app
+
+
+ALL_REQUESTS = [
+    *REQUESTS,
+    ('/caf\u00e9/"x"\\', "GET", ()),
+    ("/", 'G"\\\n\x01', ()),  # a method with a quote, a backslash and control characters
+]
+
+
+def test_records_are_the_events_the_python_middleware_makes(agent_on: None) -> None:
+    python: list[Any] = []
+    agent_scope.set_sink(python.append, requests=python.append)
+    app = _with_odd_route(asgi.PythonMiddleware)
+    for path, method, headers in ALL_REQUESTS:
+        call_asgi(app, path, method, headers)
+
+    other: list[Any] = []
+    log = RequestLog(100, 100, lambda: None, other.append)
+    agent_scope.set_sink(other.append, requests=log)
+    app = _with_odd_route(asgi.PerfpulseMiddleware)
+    before = time.time()
+    for path, method, headers in ALL_REQUESTS:
+        call_asgi(app, path, method, headers)
+    body, count = log.take(1000, 10**6)
+    assert len(log) == 0
+    from_log = json.loads(body)
+    assert count == len(from_log) == 12, "the usual requests are records"
+    assert len(other) == 2, "the error and the N+1 finding go to the fallback"
+
+    def key(event: dict[str, Any]) -> str:
+        return json.dumps(event, sort_keys=True)
+
+    compiled = _comparable(from_log + _plain(other))
+    assert sorted(compiled, key=key) == sorted(_comparable(_plain(python)), key=key)
+    routes = {e["route"] for e in from_log}
+    assert ODD in routes and "/orders/{order_id}" in routes
+    assert 'G"\\\n\x01' in {e["method"] for e in from_log}
+    for event in from_log:
+        assert list(event)[:2] == ["kind", "ts"] and event["kind"] == "http"
+        assert before - 1 < event["ts"] < time.time() + 1
+        assert 0 < event["duration_ms"] < 10_000
+        assert len(event["request_id"]) == 16 and len(event["trace_id"]) == 32
+
+
+def test_decimal_fields_are_exact_to_the_microsecond(agent_on: None) -> None:
+    # ts and duration_ms come from integer nanoseconds, written as decimals
+    log = RequestLog(10, 10, lambda: None, _ignore)
+    agent_scope.set_sink(_ignore, requests=log)
+    call_asgi(_app(asgi.PerfpulseMiddleware), "/")
+    body, _ = log.take(10, 10**6)
+    ts = body.split(b'"ts":')[1].split(b",")[0]
+    duration = body.split(b'"duration_ms":')[1].split(b",")[0]
+    whole, _, fraction = ts.partition(b".")
+    assert whole.isdigit() and fraction.isdigit() and 1 <= len(fraction) <= 6
+    assert fraction == b"0" or not fraction.endswith(b"0"), "trailing zeros dropped"
+    whole, _, fraction = duration.partition(b".")
+    assert whole.isdigit() and fraction.isdigit() and 1 <= len(fraction) <= 6
+
+
+def _requests(app: Any, sizes: range) -> None:
+    for size in sizes:
+        assert call_asgi(app, "/", "POST", ((b"content-length", str(size).encode()),)) == 200
+
+
+def test_a_crowded_log_wakes_the_sender_once_per_batch(agent_on: None) -> None:
+    wakes: list[int] = []
+    log = RequestLog(10, 2, lambda: wakes.append(len(log)), _ignore)
+    agent_scope.set_sink(_ignore, requests=log)
+    app = _app(asgi.PerfpulseMiddleware)
+    _requests(app, range(1, 6))
+    assert wakes == [2], "once, when the second record arrived"
+    assert log.take(10, 10**6)[1] == 5
+    _requests(app, range(6, 8))
+    assert wakes == [2, 2]
+
+
+def test_take_cuts_by_count_and_by_bytes(agent_on: None) -> None:
+    log = RequestLog(10, 10, lambda: None, _ignore)
+    agent_scope.set_sink(_ignore, requests=log)
+    _requests(_app(asgi.PerfpulseMiddleware), range(1, 5))
+    body, count = log.take(2, 10**6)
+    assert count == 2 and [e["request_bytes"] for e in json.loads(body)] == [1, 2]
+    one = len(body) // 2
+    body, count = log.take(10, one + 2)  # room for one record, not two
+    assert count == 1 and [e["request_bytes"] for e in json.loads(body)] == [3]
+    assert log.take_dropped() == (0, 0)
+    body, count = log.take(10, 20)  # the last record alone is too big: dropped, counted
+    assert (body, count, len(log)) == (b"[]", 0, 0)
+    assert log.take_dropped() == (0, 1)
+    assert log.take_dropped() == (0, 0), "the counts start again"
+
+
+def test_calling_the_log_hands_the_item_to_its_fallback_and_clear_empties_it(
+    agent_on: None,
+) -> None:
+    handed: list[Any] = []
+    log = RequestLog(2, 2, lambda: None, handed.append)
+    log({"kind": "cache"})
+    assert handed == [{"kind": "cache"}] and len(log) == 0
+    agent_scope.set_sink(_ignore, requests=log)
+    _requests(_app(asgi.PerfpulseMiddleware), range(1, 4))
+    assert len(log) == 2 and log.take_dropped() == (1, 0)
+    _requests(_app(asgi.PerfpulseMiddleware), range(1, 2))
+    log.clear()
+    assert len(log) == 0 and log.take_dropped() == (0, 0)
+    assert log.take(10, 10**6) == (b"[]", 0)
+    with pytest.raises(ValueError, match="capacity"):
+        RequestLog(0, 1, lambda: None, handed.append)
+
+
+def test_a_full_log_drops_the_oldest_and_the_transport_reports_them(agent_on: None) -> None:
+    stand_in = StandIn([])
+    transport = Transport(stand_in.url, "k", {"service": "s"}, queue_size=3, flush_interval_s=0.02)
+    try:
+        assert transport.request_sink is transport._log
+        agent_scope.set_sink(transport.enqueue, requests=transport.request_sink)
+        _requests(_app(asgi.PerfpulseMiddleware), range(1, 6))
+        stats = transport.stats()
+        assert (stats.queued, stats.dropped_events) == (3, 2)
+        transport.start()
+        assert transport.flush(5)
+        (batch,) = [r.batch for r in stand_in.got]
+        assert [e["request_bytes"] for e in batch["events"]] == [3, 4, 5]
+        assert batch["dropped"] == 2
+        assert transport.stats().sent_events == 3
+    finally:
+        transport.shutdown(2)
+        stand_in.close()
