@@ -25,6 +25,7 @@ from perfpulse.agent import asgi
 from perfpulse.agent import request as agent_request
 from perfpulse.agent import scope as agent_scope
 from perfpulse.agent.config import Config
+from perfpulse.agent.scope import current_request
 from perfpulse.agent.transport import RequestLog, Transport
 
 from .conftest import call_asgi
@@ -184,3 +185,42 @@ def test_a_full_log_drops_the_oldest_and_the_transport_reports_them(agent_on: No
     finally:
         transport.shutdown(2)
         stand_in.close()
+
+
+def test_ids_are_made_when_read_or_sent_and_agree(agent_on: None) -> None:
+    # the compiled middleware keeps the id counter's number; the ids are made from
+    # it when the request's code reads them, or by the log when it sends the record
+    seen: list[Any] = []
+    ids_read: list[tuple[str | None, str | None]] = []
+
+    async def quiet(request: Request) -> Response:
+        seen.append(current_request())
+        return PlainTextResponse("ok")
+
+    async def reads(request: Request) -> Response:
+        rs = current_request()
+        assert rs is not None
+        ids_read.append((rs.request_id, rs.trace_id))
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/quiet", quiet), Route("/reads", reads)])
+    app.add_middleware(asgi.PerfpulseMiddleware)
+    log = RequestLog(10, 10, lambda: None, _ignore)
+    agent_scope.set_sink(_ignore, requests=log)
+    call_asgi(app, "/quiet")
+    call_asgi(app, "/reads")
+    quiet_event, reads_event = json.loads(log.take(10, 10**6)[0])
+    (rs,) = seen
+    assert type(rs) is asgi._Exchange and rs.number is not None, "ids not made yet"
+    number = rs.number
+    # what request.begin makes for the same number, digit for digit
+    begun = f"{(number >> 8) ^ agent_request._salt:014x}" + agent_request._LOW[number & 0xFF]
+    assert (quiet_event["request_id"], quiet_event["trace_id"]) == (
+        begun,
+        agent_request._trace_prefix + begun,
+    )
+    assert (rs.request_id, rs.trace_id) == (begun, agent_request._trace_prefix + begun)
+    assert rs.number is None, "made once, when first read"
+    assert ids_read == [(reads_event["request_id"], reads_event["trace_id"])]
+    assert reads_event["trace_id"] == agent_request._trace_prefix + reads_event["request_id"]
+    assert reads_event["request_id"] != begun

@@ -55,11 +55,11 @@ static PyObject *finish_kwnames; /* ("request_bytes", "response_bytes") */
 
 enum {
     F_ROUTE, F_REQUEST_ID, F_TRACE_ID, F_DB_TIME_MS, F_DB_COUNT, F_CACHE_HITS,
-    F_CACHE_MISSES, F_QUERIES, F_ERROR, F_ASGI_SCOPE, N_FIELDS
+    F_CACHE_MISSES, F_QUERIES, F_ERROR, F_ASGI_SCOPE, F_NUMBER, N_FIELDS
 };
 static const char *field_names[N_FIELDS] = {
     "route", "request_id", "trace_id", "db_time_ms", "db_count", "cache_hits",
-    "cache_misses", "queries", "error", "asgi_scope",
+    "cache_misses", "queries", "error", "asgi_scope", "number",
 };
 static Py_ssize_t field_offset[N_FIELDS]; /* of each slot in an _Exchange */
 
@@ -68,7 +68,7 @@ static Py_ssize_t field_offset[N_FIELDS]; /* of each slot in an _Exchange */
 static PyObject *s_sample_rate, *s_threshold;
 static PyObject *s_type, *s_headers, *s_http, *s_body_type, *s_start_type, *s_body,
     *s_status, *s_route, *s_app_root_path, *s_method, *s_active, *s_request_sink,
-    *s_ids, *s_block, *s_salt, *s_low, *s_trace_prefix, *s_throw, *s_close, *s_asgi_finish;
+    *s_ids, *s_salt, *s_trace_prefix, *s_throw, *s_close, *s_asgi_finish, *s_request_id;
 
 static int
 ready(void)
@@ -183,6 +183,8 @@ typedef struct {
     int64_t ts_ns, duration_ns; /* the start (Unix time) and the duration, in ns */
     double db_time_ms;
     PyObject *route, *method, *request_id, *trace_id; /* ids: NULL for JSON null */
+    PyObject *prefix; /* with `number`, `salt`: the ids to make (request.make_ids) */
+    unsigned long long number, salt;
     long long request_bytes, response_bytes;         /* -1: left out */
     long long db_count, cache_hits, cache_misses;    /* -1: left out (with db_time_ms) */
     long status;
@@ -208,6 +210,7 @@ record_clear(Record *r)
     Py_CLEAR(r->method);
     Py_CLEAR(r->request_id);
     Py_CLEAR(r->trace_id);
+    Py_CLEAR(r->prefix);
 }
 
 /* Room for one more record at the tail: grows the ring (doubling, up to
@@ -400,6 +403,64 @@ buffer_scaled(Buffer *b, int64_t value, int64_t unit, int decimals)
     return 0;
 }
 
+/* `value` in lowercase hex, at least `width` digits. */
+static int
+buffer_hex(Buffer *b, unsigned long long value, int width)
+{
+    static const char hex[] = "0123456789abcdef";
+    char text[16];
+    int size = 0;
+    do {
+        text[15 - size++] = hex[value & 15];
+        value >>= 4;
+    } while (value);
+    if (buffer_reserve(b, (width > size ? width : size)) < 0) {
+        return -1;
+    }
+    for (; width > size; width--) {
+        b->data[b->size++] = '0';
+    }
+    memcpy(b->data + b->size, text + 16 - size, (size_t)size);
+    b->size += size;
+    return 0;
+}
+
+/* The request id of record `r` made from its number (request.make_ids). */
+static int
+buffer_made_id(Buffer *b, const Record *r)
+{
+    return buffer_hex(b, (r->number >> 8) ^ r->salt, 14) < 0
+                   || buffer_hex(b, r->number & 0xFF, 2) < 0
+               ? -1
+               : 0;
+}
+
+static int
+buffer_ids(Buffer *b, const Record *r)
+{
+    if (r->prefix == NULL) {
+        return WRITE_LITERAL(b, ",\"request_id\":") < 0
+                       || (r->request_id ? buffer_json_string(b, r->request_id)
+                                         : WRITE_LITERAL(b, "null")) < 0
+                       || WRITE_LITERAL(b, ",\"trace_id\":") < 0
+                       || (r->trace_id ? buffer_json_string(b, r->trace_id)
+                                       : WRITE_LITERAL(b, "null")) < 0
+                   ? -1
+                   : 0;
+    }
+    Py_ssize_t size;
+    const char *prefix = PyUnicode_AsUTF8AndSize(r->prefix, &size);
+    if (prefix == NULL) {
+        return -1;
+    }
+    return WRITE_LITERAL(b, ",\"request_id\":\"") < 0 || buffer_made_id(b, r) < 0
+                   || WRITE_LITERAL(b, "\",\"trace_id\":\"") < 0
+                   || buffer_write(b, prefix, size) < 0 || buffer_made_id(b, r) < 0
+                   || WRITE_LITERAL(b, "\"") < 0
+               ? -1
+               : 0;
+}
+
 /* One record as the JSON object msgspec makes of its HttpEvent: the same
    fields, in the same order, None left out where the struct's default is None. */
 static int
@@ -411,11 +472,7 @@ buffer_record(Buffer *b, const Record *r)
         || WRITE_LITERAL(b, ",\"method\":") < 0 || buffer_json_string(b, r->method) < 0
         || WRITE_LITERAL(b, ",\"status\":") < 0 || buffer_long(b, r->status) < 0
         || WRITE_LITERAL(b, ",\"duration_ms\":") < 0
-        || buffer_scaled(b, r->duration_ns, 1000000, 6) < 0
-        || WRITE_LITERAL(b, ",\"request_id\":") < 0
-        || (r->request_id ? buffer_json_string(b, r->request_id) : WRITE_LITERAL(b, "null")) < 0
-        || WRITE_LITERAL(b, ",\"trace_id\":") < 0
-        || (r->trace_id ? buffer_json_string(b, r->trace_id) : WRITE_LITERAL(b, "null")) < 0) {
+        || buffer_scaled(b, r->duration_ns, 1000000, 6) < 0 || buffer_ids(b, r) < 0) {
         return -1;
     }
     if (r->request_bytes >= 0
@@ -648,16 +705,15 @@ typedef struct {
 static PyTypeObject CallType;
 static PyMethodDef asgi_send_def;
 
-/* A new _Exchange with the ids of the next request (request.begin, without
-   sampling or traceparent: the caller checked), or NULL with an error. */
+/* A new _Exchange for the next request (request.begin, without sampling or
+   traceparent: the caller checked), or NULL with an error. Its ids are the id
+   counter's next number, made into strings only when read (_Exchange's
+   properties) or sent (RequestLog). */
 static PyObject *
 new_exchange(void)
 {
     PyObject *ids = PyDict_GetItemWithError(request_ns, s_ids);
-    PyObject *block = PyDict_GetItemWithError(request_ns, s_block);
-    PyObject *low = PyDict_GetItemWithError(request_ns, s_low);
-    PyObject *prefix = PyDict_GetItemWithError(request_ns, s_trace_prefix);
-    if (ids == NULL || block == NULL || low == NULL || prefix == NULL) {
+    if (ids == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_RuntimeError, "request ids are not set up");
         }
@@ -670,68 +726,17 @@ new_exchange(void)
         }
         return NULL;
     }
-    unsigned long long n = PyLong_AsUnsignedLongLong(number);
-    Py_DECREF(number);
-    if (n == (unsigned long long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    unsigned long long high = n >> 8;
-    if (!PyTuple_CheckExact(block) || PyTuple_GET_SIZE(block) != 2 || !PyTuple_CheckExact(low)
-        || PyTuple_GET_SIZE(low) != 256) {
-        PyErr_SetString(PyExc_RuntimeError, "request ids are not set up");
-        return NULL;
-    }
-    long long known = PyLong_AsLongLong(PyTuple_GET_ITEM(block, 0));
-    if (known == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    PyObject *digits;
-    if ((unsigned long long)known != high || known < 0) {
-        PyObject *salt = PyDict_GetItemWithError(request_ns, s_salt);
-        if (salt == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_RuntimeError, "request ids are not set up");
-            }
-            return NULL;
-        }
-        unsigned long long salt_value = PyLong_AsUnsignedLongLong(salt);
-        if (salt_value == (unsigned long long)-1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        char text[32];
-        snprintf(text, sizeof text, "%014llx", high ^ salt_value);
-        PyObject *fresh = Py_BuildValue("(Ks)", high, text);
-        if (fresh == NULL || PyDict_SetItem(request_ns, s_block, fresh) < 0) {
-            Py_XDECREF(fresh);
-            return NULL;
-        }
-        digits = Py_NewRef(PyTuple_GET_ITEM(fresh, 1));
-        Py_DECREF(fresh);
-    }
-    else {
-        digits = Py_NewRef(PyTuple_GET_ITEM(block, 1));
-    }
-    PyObject *request_id = PyUnicode_Concat(digits, PyTuple_GET_ITEM(low, n & 0xFF));
-    Py_DECREF(digits);
-    if (request_id == NULL) {
-        return NULL;
-    }
-    PyObject *trace_id = PyUnicode_Concat(prefix, request_id);
-    if (trace_id == NULL) {
-        Py_DECREF(request_id);
-        return NULL;
-    }
-    /* RequestScope.__init__(None, request_id, trace_id), slot by slot: a test
-       compares the result with what the Python constructor makes */
+    /* RequestScope.__init__(None, None, None), slot by slot, and the number: a
+       test compares the result with what the Python constructor makes */
     PyObject *rs = exchange->tp_alloc(exchange, 0);
     if (rs == NULL) {
-        Py_DECREF(request_id);
-        Py_DECREF(trace_id);
+        Py_DECREF(number);
         return NULL;
     }
     SLOT(rs, F_ROUTE) = Py_NewRef(Py_None);
-    SLOT(rs, F_REQUEST_ID) = request_id;
-    SLOT(rs, F_TRACE_ID) = trace_id;
+    SLOT(rs, F_REQUEST_ID) = Py_NewRef(Py_None);
+    SLOT(rs, F_TRACE_ID) = Py_NewRef(Py_None);
+    SLOT(rs, F_NUMBER) = number;
     SLOT(rs, F_DB_TIME_MS) = Py_NewRef(zero_float);
     PyObject *zero = PyLong_FromLong(0);
     SLOT(rs, F_DB_COUNT) = Py_NewRef(zero);
@@ -740,6 +745,20 @@ new_exchange(void)
     SLOT(rs, F_QUERIES) = Py_NewRef(Py_None);
     SLOT(rs, F_ERROR) = Py_NewRef(Py_None);
     return rs;
+}
+
+/* The exchange's id strings made, if they were left to be (see new_exchange):
+   0, or -1 with an error. */
+static int
+make_ids(PyObject *rs)
+{
+    PyObject *number = SLOT(rs, F_NUMBER);
+    if (number == NULL || number == Py_None) {
+        return 0;
+    }
+    PyObject *made = PyObject_GetAttr(rs, s_request_id); /* the property makes both */
+    Py_XDECREF(made);
+    return made == NULL ? -1 : 0;
 }
 
 static int
@@ -978,8 +997,28 @@ log_record(RequestLog *log, PyObject *rs, PyObject *route, PyObject *method, lon
         record_clear(&r);
         return -1;
     }
-    r.request_id = request_id == Py_None ? NULL : Py_NewRef(request_id);
-    r.trace_id = trace_id == Py_None ? NULL : Py_NewRef(trace_id);
+    PyObject *number = SLOT(rs, F_NUMBER);
+    if (request_id == Py_None && trace_id == Py_None && number != NULL && number != Py_None) {
+        /* the ids were not made: the record makes them when sent */
+        PyObject *salt = PyDict_GetItemWithError(request_ns, s_salt);
+        PyObject *prefix = PyDict_GetItemWithError(request_ns, s_trace_prefix);
+        if (salt == NULL || prefix == NULL || !PyUnicode_CheckExact(prefix)) {
+            record_clear(&r);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        r.number = PyLong_AsUnsignedLongLong(number);
+        r.salt = PyLong_AsUnsignedLongLong(salt);
+        if (PyErr_Occurred()) {
+            PyErr_Clear(); /* not a 64-bit number: the struct path makes the strings */
+            record_clear(&r);
+            return 0;
+        }
+        r.prefix = Py_NewRef(prefix);
+    }
+    else {
+        r.request_id = request_id == Py_None ? NULL : Py_NewRef(request_id);
+        r.trace_id = trace_id == Py_None ? NULL : Py_NewRef(trace_id);
+    }
     return log_append(log, &r) < 0 ? -1 : 1;
 }
 
@@ -1025,6 +1064,9 @@ finish_fast(Call *self, PyObject *route, PyObject *method, long status, int64_t 
         if (logged != 0) {
             return logged;
         }
+    }
+    if (make_ids(rs) < 0) {
+        return -1;
     }
     PyObject *values[13] = {NULL};
     int n = 9;
@@ -1637,6 +1679,10 @@ setup(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_ssize_t offsets[N_FIELDS];
     for (int f = 0; f < N_FIELDS; f++) {
         PyObject *descr = PyObject_GetAttrString(o[7], field_names[f]);
+        if (descr != NULL && !Py_IS_TYPE(descr, &PyMemberDescr_Type) && type->tp_base != NULL) {
+            /* a property in front of the base's slot (the lazy ids) */
+            Py_SETREF(descr, PyObject_GetAttrString((PyObject *)type->tp_base, field_names[f]));
+        }
         if (descr == NULL) {
             return NULL;
         }
@@ -1700,9 +1746,8 @@ PyInit__speedups(void)
     INTERN(s_active, "active");
     INTERN(s_request_sink, "request_sink");
     INTERN(s_ids, "_ids");
-    INTERN(s_block, "_block");
     INTERN(s_salt, "_salt");
-    INTERN(s_low, "_LOW");
+    INTERN(s_request_id, "request_id");
     INTERN(s_trace_prefix, "_trace_prefix");
     INTERN(s_sample_rate, "sample_rate");
     INTERN(s_threshold, "n_plus_one_threshold");

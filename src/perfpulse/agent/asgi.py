@@ -41,7 +41,7 @@ from starlette.routing import Mount  # a dependency of perfpulse: always install
 from perfpulse.agent import request as _request
 from perfpulse.agent import scope as _scope
 from perfpulse.agent.nplusone import DEFAULT_THRESHOLD
-from perfpulse.agent.request import UNMATCHED, HttpEvent, begin, finish
+from perfpulse.agent.request import UNMATCHED, HttpEvent, begin, finish, make_ids
 from perfpulse.agent.scope import RequestScope, enter_request, exit_request, internal_failure
 
 __all__ = ["SPEEDUPS", "PerfpulseMiddleware", "PythonMiddleware", "starlette_route"]
@@ -106,16 +106,60 @@ class PythonMiddleware:
             rs.asgi_scope, rs.downstream = None, _completed
 
 
-class _Exchange(RequestScope):
-    """The request scope of one ASGI exchange; its :meth:`send` counts the response."""
+# the slots' descriptors, which _Exchange's properties stand in front of
+_REQUEST_ID: Any = vars(RequestScope)["request_id"]
+_TRACE_ID: Any = vars(RequestScope)["trace_id"]
 
-    __slots__ = ("asgi_scope", "downstream", "sent")
+
+class _Exchange(RequestScope):
+    """The request scope of one ASGI exchange; its :meth:`send` counts the response.
+
+    The compiled middleware does not make a request's id strings: it keeps the id
+    counter's ``number`` and leaves ``request_id`` and ``trace_id`` ``None`` until
+    they are first read (by database or log instrumentation, say), when
+    :func:`perfpulse.agent.request.make_ids` makes both. The usual request never
+    reads them: its record in the transport's log holds the number, and the ids
+    are written from it on the sender's thread.
+    """
+
+    __slots__ = ("asgi_scope", "downstream", "number", "sent")
 
     # set by the middleware right after ``begin`` (no ``__init__`` of its own: a
     # ``super().__init__`` call costs more than the three assignments)
     asgi_scope: Scope | None
     downstream: Send  # the server's ``send``
     sent: int  # response body bytes
+    number: int | None  # the ids not made yet (the compiled middleware); unset else
+
+    @property
+    def request_id(self) -> str | None:
+        value: str | None = _REQUEST_ID.__get__(self)
+        if value is None and self._make_ids():
+            value = _REQUEST_ID.__get__(self)
+        return value
+
+    @request_id.setter
+    def request_id(self, value: str | None) -> None:
+        _REQUEST_ID.__set__(self, value)
+
+    @property
+    def trace_id(self) -> str | None:
+        value: str | None = _TRACE_ID.__get__(self)
+        if value is None and self._make_ids():
+            value = _TRACE_ID.__get__(self)
+        return value
+
+    @trace_id.setter
+    def trace_id(self, value: str | None) -> None:
+        _TRACE_ID.__set__(self, value)
+
+    def _make_ids(self) -> bool:
+        number = getattr(self, "number", None)
+        if number is None:
+            return False
+        self.request_id, self.trace_id = make_ids(number)
+        self.number = None
+        return True
 
     def route_template(self) -> str | None:
         route = self.route

@@ -73,6 +73,14 @@ _LOW = tuple(f"{i:02x}" for i in range(256))
 _trace_prefix = ""
 
 
+def make_ids(n: int) -> tuple[str, str]:
+    """The request id and trace id of the ``n``-th request (as :func:`begin` makes
+    them without a ``traceparent``); the compiled middleware leaves them to be made
+    from ``n`` when first read (see ``perfpulse.agent.asgi._Exchange``)."""
+    request_id = f"{(n >> 8) ^ _salt:014x}{n & 0xFF:02x}"
+    return request_id, _trace_prefix + request_id
+
+
 def reseed() -> None:
     """New random id salts: at ``init`` and in a forked child (or it would repeat the parent's ids)."""
     global _ids, _salt, _block, _trace_prefix
