@@ -61,10 +61,19 @@ reported per thread (see :func:`instructions`). They are exact and repeatable,
 so they show what a change to the agent saves; the time an instruction takes
 is not in them.
 
+``--alternate`` measures each variant against the bare app in one server
+process, the two taking turns every ``--window`` seconds (see
+:func:`alternate`): the precise figure. Separate server processes see the
+machine at different moments, and on this shared machine the bare app's CPU a
+request moved by 30 % from one round to the next, so a few µs were out of
+reach of their medians; turns of 0.1 s put a 60 s run's quartiles within
+±3 µs of its median.
+
 Run::
 
     python -m bench.agent_overhead --duration 10 --rounds 3
     python -m bench.agent_overhead --instructions --duration 20
+    python -m bench.agent_overhead --alternate --duration 60 --rounds 1
 """
 
 from __future__ import annotations
@@ -514,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
         help="each variant taking turns with the bare app in one server (see alternate);"
         " --duration is then the length of each variant's run",
     )
-    ap.add_argument("--window", type=float, default=1.0, help="seconds a turn, with --alternate")
+    ap.add_argument("--window", type=float, default=0.1, help="seconds a turn, with --alternate")
     ap.add_argument("--inprocess", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.inprocess:

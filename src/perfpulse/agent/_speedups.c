@@ -120,14 +120,24 @@ item(PyObject *mapping, PyObject *key)
     return value;
 }
 
+/* Whether `a` is the string `interned`; `*learned` remembers the last other
+   object found equal, as a server's or framework's constant (Starlette's
+   "http.response.body" is not interned: it has dots) is the same object from
+   one request to the next, and comparing its text costs 100 instructions. */
 static inline int
-same_str(PyObject *a, PyObject *interned)
+same_str(PyObject *a, PyObject *interned, PyObject **learned)
 {
-    if (a == interned) {
+    if (a == interned || a == *learned) {
         return 1;
     }
-    return PyUnicode_CheckExact(a) && PyUnicode_Compare(a, interned) == 0;
+    if (PyUnicode_CheckExact(a) && PyUnicode_Compare(a, interned) == 0) {
+        Py_XSETREF(*learned, Py_NewRef(a));
+        return 1;
+    }
+    return 0;
 }
+
+static PyObject *learned_body_type, *learned_start_type, *learned_http;
 
 /* What the fast path reads of the agent's Config (frozen: cached by identity,
    the cached object held so that its id is not reused). */
@@ -183,8 +193,7 @@ typedef struct {
     int64_t ts_ns, duration_ns; /* the start (Unix time) and the duration, in ns */
     double db_time_ms;
     PyObject *route, *method, *request_id, *trace_id; /* ids: NULL for JSON null */
-    PyObject *prefix; /* with `number`, `salt`: the ids to make (request.make_ids) */
-    unsigned long long number, salt;
+    long long number; /* with no ids: the id counter's number to make them of, else -1 */
     long long request_bytes, response_bytes;         /* -1: left out */
     long long db_count, cache_hits, cache_misses;    /* -1: left out (with db_time_ms) */
     long status;
@@ -210,7 +219,6 @@ record_clear(Record *r)
     Py_CLEAR(r->method);
     Py_CLEAR(r->request_id);
     Py_CLEAR(r->trace_id);
-    Py_CLEAR(r->prefix);
 }
 
 /* Room for one more record at the tail: grows the ring (doubling, up to
@@ -425,20 +433,29 @@ buffer_hex(Buffer *b, unsigned long long value, int width)
     return 0;
 }
 
+/* What request.make_ids makes the ids of: the process's salt and trace id
+   prefix, read once a batch (they change only when the agent starts, and in a
+   forked child, whose log starts empty). */
+typedef struct {
+    unsigned long long salt;
+    const char *prefix;
+    Py_ssize_t prefix_size;
+} IdSeed;
+
 /* The request id of record `r` made from its number (request.make_ids). */
 static int
-buffer_made_id(Buffer *b, const Record *r)
+buffer_made_id(Buffer *b, const Record *r, const IdSeed *seed)
 {
-    return buffer_hex(b, (r->number >> 8) ^ r->salt, 14) < 0
-                   || buffer_hex(b, r->number & 0xFF, 2) < 0
+    unsigned long long n = (unsigned long long)r->number;
+    return buffer_hex(b, (n >> 8) ^ seed->salt, 14) < 0 || buffer_hex(b, n & 0xFF, 2) < 0
                ? -1
                : 0;
 }
 
 static int
-buffer_ids(Buffer *b, const Record *r)
+buffer_ids(Buffer *b, const Record *r, const IdSeed *seed)
 {
-    if (r->prefix == NULL) {
+    if (r->number < 0) {
         return WRITE_LITERAL(b, ",\"request_id\":") < 0
                        || (r->request_id ? buffer_json_string(b, r->request_id)
                                          : WRITE_LITERAL(b, "null")) < 0
@@ -448,14 +465,10 @@ buffer_ids(Buffer *b, const Record *r)
                    ? -1
                    : 0;
     }
-    Py_ssize_t size;
-    const char *prefix = PyUnicode_AsUTF8AndSize(r->prefix, &size);
-    if (prefix == NULL) {
-        return -1;
-    }
-    return WRITE_LITERAL(b, ",\"request_id\":\"") < 0 || buffer_made_id(b, r) < 0
+    return WRITE_LITERAL(b, ",\"request_id\":\"") < 0 || buffer_made_id(b, r, seed) < 0
                    || WRITE_LITERAL(b, "\",\"trace_id\":\"") < 0
-                   || buffer_write(b, prefix, size) < 0 || buffer_made_id(b, r) < 0
+                   || buffer_write(b, seed->prefix, seed->prefix_size) < 0
+                   || buffer_made_id(b, r, seed) < 0
                    || WRITE_LITERAL(b, "\"") < 0
                ? -1
                : 0;
@@ -464,7 +477,7 @@ buffer_ids(Buffer *b, const Record *r)
 /* One record as the JSON object msgspec makes of its HttpEvent: the same
    fields, in the same order, None left out where the struct's default is None. */
 static int
-buffer_record(Buffer *b, const Record *r)
+buffer_record(Buffer *b, const Record *r, const IdSeed *seed)
 {
     if (WRITE_LITERAL(b, "{\"kind\":\"http\",\"ts\":") < 0
         || buffer_scaled(b, r->ts_ns, 1000000000, 6) < 0
@@ -472,7 +485,7 @@ buffer_record(Buffer *b, const Record *r)
         || WRITE_LITERAL(b, ",\"method\":") < 0 || buffer_json_string(b, r->method) < 0
         || WRITE_LITERAL(b, ",\"status\":") < 0 || buffer_long(b, r->status) < 0
         || WRITE_LITERAL(b, ",\"duration_ms\":") < 0
-        || buffer_scaled(b, r->duration_ns, 1000000, 6) < 0 || buffer_ids(b, r) < 0) {
+        || buffer_scaled(b, r->duration_ns, 1000000, 6) < 0 || buffer_ids(b, r, seed) < 0) {
         return -1;
     }
     if (r->request_bytes >= 0
@@ -581,6 +594,24 @@ log_take(RequestLog *log, PyObject *args)
     }
     Buffer b = {NULL, 0, 0};
     Py_ssize_t taken = 0;
+    IdSeed seed = {0, "", 0};
+    PyObject *prefix = NULL;
+    if (log->count > 0 && request_ns != NULL) {
+        PyObject *salt = PyDict_GetItemWithError(request_ns, s_salt);
+        prefix = PyDict_GetItemWithError(request_ns, s_trace_prefix);
+        if (salt == NULL || prefix == NULL || !PyUnicode_CheckExact(prefix)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "request ids are not set up");
+            }
+            return NULL;
+        }
+        seed.salt = PyLong_AsUnsignedLongLong(salt);
+        seed.prefix = PyUnicode_AsUTF8AndSize(prefix, &seed.prefix_size);
+        if (seed.prefix == NULL || PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_INCREF(prefix); /* its text is read below */
+    }
     if (WRITE_LITERAL(&b, "[") < 0) {
         goto fail;
     }
@@ -590,7 +621,7 @@ log_take(RequestLog *log, PyObject *args)
         if (taken > 0 && WRITE_LITERAL(&b, ",") < 0) {
             goto fail;
         }
-        if (buffer_record(&b, r) < 0) {
+        if (buffer_record(&b, r, &seed) < 0) {
             goto fail;
         }
         if (b.size + 1 > max_bytes) {
@@ -612,6 +643,7 @@ log_take(RequestLog *log, PyObject *args)
     }
     PyObject *body = PyBytes_FromStringAndSize(b.data, b.size);
     PyMem_Free(b.data);
+    Py_XDECREF(prefix);
     if (body == NULL) {
         return NULL;
     }
@@ -619,6 +651,7 @@ log_take(RequestLog *log, PyObject *args)
 
 fail:
     PyMem_Free(b.data);
+    Py_XDECREF(prefix);
     return NULL;
 }
 
@@ -898,6 +931,29 @@ fail:
     return -1;
 }
 
+/* The templates of the routes Starlette matched outside a Mount, by the
+   route's address: a request's route found without making an int key and
+   looking it up in asgi._plain_routes. A route's template never changes; the
+   cache holds its route, so no other route gets its address while cached. */
+#define ROUTE_CACHE_SIZE 256
+typedef struct {
+    PyObject *route, *name;
+} RouteCached;
+static RouteCached route_cache[ROUTE_CACHE_SIZE];
+
+/* Caches `name` for `route` in `slot` (its previous entry goes); returns a new
+   reference to `name`. */
+static PyObject *
+route_cache_put(RouteCached *slot, PyObject *route, PyObject *name)
+{
+    PyObject *old_route = slot->route, *old_name = slot->name;
+    slot->route = Py_NewRef(route);
+    slot->name = Py_NewRef(name);
+    Py_XDECREF(old_route);
+    Py_XDECREF(old_name);
+    return Py_NewRef(name);
+}
+
 /* The route of the finished request: its scope's route, else the template of
    the route Starlette matched (asgi.starlette_route, whose cache is read here
    first). A new reference, or NULL with an error. */
@@ -921,7 +977,12 @@ route_of(Call *self)
         if (matched == NULL && PyErr_Occurred()) {
             return NULL;
         }
+        RouteCached *cached = NULL;
         if (!nested && matched != NULL) {
+            cached = &route_cache[((uintptr_t)matched >> 4) % ROUTE_CACHE_SIZE];
+            if (cached->route == matched) {
+                return Py_NewRef(cached->name);
+            }
             PyObject *key = PyLong_FromVoidPtr(matched);
             if (key == NULL) {
                 return NULL;
@@ -930,12 +991,16 @@ route_of(Call *self)
             Py_DECREF(key);
             if (known != NULL && PyTuple_CheckExact(known) && PyTuple_GET_SIZE(known) == 2
                 && PyTuple_GET_ITEM(known, 0) == matched) {
-                return Py_NewRef(PyTuple_GET_ITEM(known, 1));
+                return route_cache_put(cached, matched, PyTuple_GET_ITEM(known, 1));
             }
             if (PyErr_Occurred()) {
                 return NULL;
             }
         }
+        PyObject *name = PyObject_CallOneArg(route_fn, scope);
+        return cached != NULL && name != NULL && PyUnicode_CheckExact(name)
+                   ? route_cache_put(cached, matched, name)
+                   : name;
     }
     return PyObject_CallOneArg(route_fn, scope);
 }
@@ -998,22 +1063,15 @@ log_record(RequestLog *log, PyObject *rs, PyObject *route, PyObject *method, lon
         return -1;
     }
     PyObject *number = SLOT(rs, F_NUMBER);
+    r.number = -1;
     if (request_id == Py_None && trace_id == Py_None && number != NULL && number != Py_None) {
         /* the ids were not made: the record makes them when sent */
-        PyObject *salt = PyDict_GetItemWithError(request_ns, s_salt);
-        PyObject *prefix = PyDict_GetItemWithError(request_ns, s_trace_prefix);
-        if (salt == NULL || prefix == NULL || !PyUnicode_CheckExact(prefix)) {
-            record_clear(&r);
-            return PyErr_Occurred() ? -1 : 0;
-        }
-        r.number = PyLong_AsUnsignedLongLong(number);
-        r.salt = PyLong_AsUnsignedLongLong(salt);
-        if (PyErr_Occurred()) {
-            PyErr_Clear(); /* not a 64-bit number: the struct path makes the strings */
+        r.number = PyLong_AsLongLong(number);
+        if (r.number < 0) {
+            PyErr_Clear(); /* past 2**63 ids: the struct path makes the strings */
             record_clear(&r);
             return 0;
         }
-        r.prefix = Py_NewRef(prefix);
     }
     else {
         r.request_id = request_id == Py_None ? NULL : Py_NewRef(request_id);
@@ -1399,8 +1457,8 @@ asgi_send(Call *self, PyObject *message)
         Py_DECREF(kind);
         return NULL;
     }
-    int body_type = same_str(kind, s_body_type);
-    int start_type = !body_type && same_str(kind, s_start_type);
+    int body_type = same_str(kind, s_body_type, &learned_body_type);
+    int start_type = !body_type && same_str(kind, s_start_type, &learned_start_type);
     Py_DECREF(kind);
     if (body_type) {
         PyObject *body = item(message, s_body);
@@ -1553,7 +1611,7 @@ middleware_vectorcall(Middleware *self, PyObject *const *args, size_t nargsf,
         }
         return NULL;
     }
-    int http = same_str(kind, s_http);
+    int http = same_str(kind, s_http, &learned_http);
     Py_DECREF(kind);
     PyObject *config = PyDict_GetItemWithError(request_ns, s_active);
     if (config == NULL && PyErr_Occurred()) {
