@@ -197,7 +197,7 @@ def test_the_request_scope_is_what_the_python_constructor_makes(recorded: list[A
     app.add_middleware(asgi.PerfpulseMiddleware)
     call_asgi(app, "/")
     (made,) = seen
-    assert type(made) is asgi._Exchange
+    assert type(made) is asgi._LazyExchange
     fresh = asgi._Exchange(None, made.request_id, made.trace_id)
     for name in RequestScope.__slots__:
         if hasattr(fresh, name):

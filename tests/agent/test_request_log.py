@@ -211,7 +211,7 @@ def test_ids_are_made_when_read_or_sent_and_agree(agent_on: None) -> None:
     call_asgi(app, "/reads")
     quiet_event, reads_event = json.loads(log.take(10, 10**6)[0])
     (rs,) = seen
-    assert type(rs) is asgi._Exchange and rs.number is not None, "ids not made yet"
+    assert type(rs) is asgi._LazyExchange and rs.number is not None, "ids not made yet"
     number = rs.number
     # what request.begin makes for the same number, digit for digit
     begun = f"{(number >> 8) ^ agent_request._salt:014x}" + agent_request._LOW[number & 0xFF]

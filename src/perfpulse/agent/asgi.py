@@ -106,30 +106,55 @@ class PythonMiddleware:
             rs.asgi_scope, rs.downstream = None, _completed
 
 
-# the slots' descriptors, which _Exchange's properties stand in front of
-_REQUEST_ID: Any = vars(RequestScope)["request_id"]
-_TRACE_ID: Any = vars(RequestScope)["trace_id"]
-
-
 class _Exchange(RequestScope):
-    """The request scope of one ASGI exchange; its :meth:`send` counts the response.
+    """The request scope of one ASGI exchange; its :meth:`send` counts the response."""
 
-    The compiled middleware does not make a request's id strings: it keeps the id
-    counter's ``number`` and leaves ``request_id`` and ``trace_id`` ``None`` until
-    they are first read (by database or log instrumentation, say), when
-    :func:`perfpulse.agent.request.make_ids` makes both. The usual request never
-    reads them: its record in the transport's log holds the number, and the ids
-    are written from it on the sender's thread.
-    """
-
-    __slots__ = ("asgi_scope", "downstream", "number", "sent")
+    __slots__ = ("asgi_scope", "downstream", "sent")
 
     # set by the middleware right after ``begin`` (no ``__init__`` of its own: a
     # ``super().__init__`` call costs more than the three assignments)
     asgi_scope: Scope | None
     downstream: Send  # the server's ``send``
     sent: int  # response body bytes
-    number: int | None  # the ids not made yet (the compiled middleware); unset else
+
+    def route_template(self) -> str | None:
+        route = self.route
+        if route is None and self.asgi_scope is not None:
+            route = self.route = starlette_route(self.asgi_scope)
+        return route
+
+    def send(self, message: Message) -> Awaitable[None]:
+        # not ``async``: it returns the server's awaitable as it is, so a message
+        # costs no coroutine of its own
+        kind = message["type"]
+        if kind == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        elif kind == "http.response.start":
+            self.status = message["status"]
+        return self.downstream(message)
+
+
+# the slots' descriptors, which _LazyExchange's properties stand in front of
+_REQUEST_ID: Any = vars(RequestScope)["request_id"]
+_TRACE_ID: Any = vars(RequestScope)["trace_id"]
+
+
+class _LazyExchange(_Exchange):
+    """The compiled middleware's exchange, whose ids are made when first read.
+
+    The compiled middleware does not make a request's id strings: it keeps the id
+    counter's ``number`` and leaves ``request_id`` and ``trace_id`` ``None`` until
+    they are first read (by database or log instrumentation, say), when
+    :func:`perfpulse.agent.request.make_ids` makes both. The usual request never
+    reads them: its record in the transport's log holds the number, and the ids
+    are written from it on the sender's thread. (The Python middleware makes its
+    ids in :func:`~perfpulse.agent.request.begin` and uses :class:`_Exchange`,
+    whose ids are plain slots.)
+    """
+
+    __slots__ = ("number",)
+
+    number: int | None  # the ids not made yet; unset when they were given
 
     @property
     def request_id(self) -> str | None:
@@ -160,22 +185,6 @@ class _Exchange(RequestScope):
         self.request_id, self.trace_id = make_ids(number)
         self.number = None
         return True
-
-    def route_template(self) -> str | None:
-        route = self.route
-        if route is None and self.asgi_scope is not None:
-            route = self.route = starlette_route(self.asgi_scope)
-        return route
-
-    def send(self, message: Message) -> Awaitable[None]:
-        # not ``async``: it returns the server's awaitable as it is, so a message
-        # costs no coroutine of its own
-        kind = message["type"]
-        if kind == "http.response.body":
-            self.sent += len(message.get("body", b""))
-        elif kind == "http.response.start":
-            self.status = message["status"]
-        return self.downstream(message)
 
 
 async def _completed(message: Message) -> None:
@@ -225,7 +234,7 @@ if os.environ.get("PERFPULSE_AGENT_PURE_PYTHON", "") in ("", "0"):
             route=starlette_route,
             failure=internal_failure,
             http_event=HttpEvent,
-            exchange=_Exchange,
+            exchange=_LazyExchange,
             contextvar=_scope._current,
             plain_routes=_plain_routes,
             unmatched=UNMATCHED,

@@ -76,7 +76,7 @@ _trace_prefix = ""
 def make_ids(n: int) -> tuple[str, str]:
     """The request id and trace id of the ``n``-th request (as :func:`begin` makes
     them without a ``traceparent``); the compiled middleware leaves them to be made
-    from ``n`` when first read (see ``perfpulse.agent.asgi._Exchange``)."""
+    from ``n`` when first read (see ``perfpulse.agent.asgi._LazyExchange``)."""
     request_id = f"{(n >> 8) ^ _salt:014x}{n & 0xFF:02x}"
     return request_id, _trace_prefix + request_id
 
