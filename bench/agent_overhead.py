@@ -390,6 +390,32 @@ def alternate(
     return alternated(variant, windows)
 
 
+def alternate_all(
+    variants: list[str],
+    env: dict[str, str],
+    seconds: float,
+    rounds: int,
+    window_s: float,
+    tmp: Path,
+    collector_pid: int,
+) -> list[Alternated]:
+    """:func:`alternate` for every variant but ``bare`` and ``sentry`` (whose
+    ``sentry_sdk.init`` patches Starlette itself, so the bare app too), ``rounds``
+    times each, each once the collector is idle (:func:`settle`)."""
+    results = []
+    for variant in variants:
+        if variant == "bare":
+            continue
+        if variant == "sentry":
+            print("sentry cannot take turns with the bare app; left out", file=sys.stderr)
+            continue
+        for _ in range(rounds):
+            settle(collector_pid)
+            results.append(alternate(variant, env, seconds, window_s, tmp))
+            print(f"alternate {variant}: {results[-1].added_us:+.1f} µs", file=sys.stderr)
+    return results
+
+
 def alternated(variant: str, windows: list[list[float]]) -> Alternated:
     """The figures of :func:`alternate` from the server's windows (see
     :class:`bench.agent_app.Alternating`); the first and last, partly idle, are left out."""
@@ -523,7 +549,14 @@ def main(argv: list[str] | None = None) -> None:
         help="each variant taking turns with the bare app in one server (see alternate);"
         " --duration is then the length of each variant's run",
     )
-    ap.add_argument("--window", type=float, default=0.1, help="seconds a turn, with --alternate")
+    ap.add_argument("--window", type=float, default=0.1, help="seconds a turn (see alternate)")
+    ap.add_argument(
+        "--turns",
+        type=float,
+        default=30.0,
+        help="after the rounds, each variant taking turns with the bare app for this many"
+        " seconds (see alternate; 0: not)",
+    )
     ap.add_argument("--inprocess", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.inprocess:
@@ -556,17 +589,9 @@ def main(argv: list[str] | None = None) -> None:
             print(instructions_report(counted, args.duration))
             return
         if args.alternate:
-            results = []
-            for variant in variants:
-                if variant == "bare":
-                    continue
-                if variant == "sentry":  # sentry_sdk.init patches Starlette: both apps
-                    print("sentry cannot take turns with the bare app; left out", file=sys.stderr)
-                    continue
-                for _ in range(args.rounds):
-                    settle(server.proc.pid)
-                    results.append(alternate(variant, env, args.duration, args.window, tmp))
-                    print(f"alternate {variant}: {results[-1].added_us:+.1f} µs", file=sys.stderr)
+            results = alternate_all(
+                variants, env, args.duration, args.rounds, args.window, tmp, server.proc.pid
+            )
             print(alternate_report(results, args.duration, args.window))
             return
         for variant in variants:
@@ -590,7 +615,16 @@ def main(argv: list[str] | None = None) -> None:
                     file=sys.stderr,
                 )
         stored = server.metrics().get('perfpulse_events_accepted_total{kind="http"}')
+        turns: list[Alternated] = []
+        if args.turns > 0:
+            turns = alternate_all(variants, env, args.turns, 1, args.window, tmp, server.proc.pid)
     print(report(variants, loads, rss, inproc, args))
+    if turns:
+        print(
+            "\nTaking turns with the bare app in one server (see alternate): the figure the"
+            " 10 µs target is read from\n"
+        )
+        print(alternate_report(turns, args.turns, args.window))
     if stored is not None:
         print(f"\nhttp events accepted by the collector during the run: {stored:.0f}")
 
