@@ -15,9 +15,10 @@ appends it to the transport's ``RequestLog`` (:attr:`Transport.request_sink`)
 as a C record of plain values (the route and method strings shared), and the
 sender's thread turns a batch of records into its JSON array in one C call, the
 same events msgspec would write for their structs (``ts`` and ``duration_ms``
-as exact decimals of their nanoseconds). That took the agent from about 10.3 to
-8.2 µs a request (event loop and sender together; ``bench.agent_overhead
---alternate``, Nov 27, 2026). The log keeps at most ``queue_size`` records and,
+as exact decimals of their nanoseconds). With the changes that came with it,
+that took the agent from +13.4–15.4 to +8.6–10.1 µs a request, event loop and
+sender together (``bench.agent_overhead --alternate``, docs/benchmarks.md). The
+log keeps at most ``queue_size`` records and,
 full, drops the oldest, counted like the queue's; it wakes the thread when a
 batch's worth waits.
 
