@@ -158,7 +158,9 @@ def test_calling_the_log_hands_the_item_to_its_fallback_and_clear_empties_it(
     assert handed == [{"kind": "cache"}] and len(log) == 0
     agent_scope.set_sink(_ignore, requests=log)
     _requests(_app(asgi.PerfpulseMiddleware), range(1, 4))
-    assert len(log) == 2 and log.take_dropped() == (1, 0)
+    assert len(log) == 2 and (log.overflow, log.skipped) == (1, 0), "read, not reset"
+    assert log.overflow == 1 and log.take_dropped() == (1, 0)
+    assert log.overflow == 0
     _requests(_app(asgi.PerfpulseMiddleware), range(1, 2))
     log.clear()
     assert len(log) == 0 and log.take_dropped() == (0, 0)
@@ -181,7 +183,10 @@ def test_a_full_log_drops_the_oldest_and_the_transport_reports_them(agent_on: No
         (batch,) = [r.batch for r in stand_in.got]
         assert [e["request_bytes"] for e in batch["events"]] == [3, 4, 5]
         assert batch["dropped"] == 2
-        assert transport.stats().sent_events == 3
+        stats = transport.stats()
+        assert (stats.sent_events, stats.dropped_events, stats.queued) == (3, 2, 0), (
+            "the drops counted once, reported or not"
+        )
     finally:
         transport.shutdown(2)
         stand_in.close()

@@ -691,6 +691,10 @@ static PyMemberDef log_members[] = {
      "The most records kept; past it the oldest is dropped."},
     {"crowded", T_PYSSIZET, offsetof(RequestLog, crowded), READONLY,
      "How many waiting records make the log call `wake`."},
+    {"overflow", T_ULONGLONG, offsetof(RequestLog, overflow), READONLY,
+     "Records dropped (the oldest) for want of room since take_dropped() last ran."},
+    {"skipped", T_ULONGLONG, offsetof(RequestLog, skipped), READONLY,
+     "Records dropped as too big for a batch since take_dropped() last ran."},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -258,7 +258,8 @@ class Transport:
             queued=self._waiting() + len(self._carry),
             sent_events=self.sent_events,
             sent_batches=self.sent_batches,
-            dropped_events=self.dropped_events + self._collect_log_drops(),
+            # read, not taken: the sender's thread moves the log's counts into its own
+            dropped_events=self.dropped_events + self._overflow + self._log_overflow(),
             rejected_batches=self.rejected_batches,
             retries=self.retries,
             unencodable_events=self.unencodable_events,
@@ -347,17 +348,18 @@ class Transport:
             finally:
                 self._busy = False
 
-    def _collect_log_drops(self) -> int:
-        """Move what the log dropped into the counts (the oldest, when it was full, go
-        into the next batch's ``dropped``; those too big alone are unencodable);
-        returns the overflow not yet reported."""
-        if self._log is not None:
-            overflow, skipped = self._log.take_dropped()
-            self._overflow += overflow
-            if skipped:
-                self.unencodable_events += skipped
-                self._log_once("size", "perfpulse agent: an event is over the body limit; skipped")
-        return self._overflow
+    def _collect_log_drops(self) -> None:
+        """Move what the log dropped into the counts (on the sender's thread): the
+        oldest, dropped when it was full, go into the next batch's ``dropped``; those
+        too big alone are unencodable."""
+        overflow, skipped = self._log.take_dropped()
+        self._overflow += overflow
+        if skipped:
+            self.unencodable_events += skipped
+            self._log_once("size", "perfpulse agent: an event is over the body limit; skipped")
+
+    def _log_overflow(self) -> int:
+        return int(self._log.overflow) if self._log is not None else 0
 
     def _take(self) -> tuple[list[Event], int]:
         """The next batch's events (the carry first), and how many items left the queue."""
