@@ -229,3 +229,51 @@ def test_ids_are_made_when_read_or_sent_and_agree(agent_on: None) -> None:
     assert ids_read == [(reads_event["request_id"], reads_event["trace_id"])]
     assert reads_event["trace_id"] == agent_request._trace_prefix + reads_event["request_id"]
     assert reads_event["request_id"] != begun
+
+
+def test_what_json_cannot_hold_goes_the_struct_way(agent_on: None) -> None:
+    # a lone surrogate cannot be UTF-8: the request becomes an HttpEvent struct, which
+    # the transport's strict encoder skips and counts, instead of a record
+    handed: list[Any] = []
+    log = RequestLog(10, 10, lambda: None, handed.append)
+    agent_scope.set_sink(_ignore, requests=log)
+    assert call_asgi(_app(asgi.PerfpulseMiddleware), "/", "G\ud800T") == 405
+    assert len(log) == 0
+    (event,) = handed
+    assert event.method == "G\ud800T" and event.status == 405
+
+
+def test_setting_one_lazy_id_keeps_the_other(agent_on: None) -> None:
+    seen: list[Any] = []
+
+    async def keep(request: Request) -> Response:
+        seen.append(current_request())
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", keep)])
+    app.add_middleware(asgi.PerfpulseMiddleware)
+    agent_scope.set_sink(_ignore, requests=RequestLog(10, 10, lambda: None, _ignore))
+    call_asgi(app, "/")
+    (rs,) = seen
+    number = rs.number
+    rs.trace_id = "f" * 32
+    assert rs.request_id == agent_request.make_ids(number)[0]
+    assert rs.trace_id == "f" * 32 and rs.number is None
+
+
+def test_records_too_big_to_send_are_counted_and_the_sender_goes_idle(agent_on: None) -> None:
+    stand_in = StandIn([])
+    transport = Transport(
+        stand_in.url, "k", {"service": "s"}, max_body_bytes=300, flush_interval_s=0.02
+    )
+    try:
+        agent_scope.set_sink(transport.enqueue, requests=transport.request_sink)
+        _requests(_app(asgi.PerfpulseMiddleware), range(1, 4))
+        transport.start()
+        assert transport.flush(5), "flushed, not spinning on what cannot be sent"
+        stats = transport.stats()
+        assert (stats.unencodable_events, stats.queued, stats.sent_events) == (3, 0, 0)
+        assert stand_in.got == []
+    finally:
+        transport.shutdown(2)
+        stand_in.close()

@@ -266,12 +266,12 @@ log_append(RequestLog *log, Record *r)
     }
     log->ring[(log->head + log->count) % log->size] = *r;
     log->count++;
-    if (log->count == log->crowded && log->wake != Py_None) {
+    if (log->count == log->crowded && log->wake != NULL && log->wake != Py_None) {
         PyObject *result = PyObject_CallNoArgs(log->wake);
         if (result == NULL) {
-            return -1;
+            PyErr_WriteUnraisable(log->wake); /* the record is kept all the same */
         }
-        Py_DECREF(result);
+        Py_XDECREF(result);
     }
     return 0;
 }
@@ -379,9 +379,10 @@ buffer_long(Buffer *b, long long value)
     return buffer_write(b, p, end - p);
 }
 
-/* `value` / 10**9 in decimal, with `decimals` (1 to 9) digits after the point
-   at most (truncated), trailing zeros dropped but one: 1500000 ns as ms is
-   "1.5", 2000000 is "2.0". Exact, and without a float's formatting cost. */
+/* `value` / `unit` in decimal, with `decimals` digits after the point at most
+   (1 to log10(unit); truncated), trailing zeros dropped but one: 1500000 ns as
+   ms (unit 10**6) is "1.5", 2000000 is "2.0". Exact, and without a float's
+   formatting cost. */
 static int
 buffer_scaled(Buffer *b, int64_t value, int64_t unit, int decimals)
 {
@@ -391,12 +392,13 @@ buffer_scaled(Buffer *b, int64_t value, int64_t unit, int decimals)
         if (WRITE_LITERAL(b, "-") < 0) {
             return -1;
         }
-        value = -value;
     }
-    if (buffer_long(b, value / unit) < 0 || buffer_reserve(b, decimals + 1) < 0) {
+    uint64_t magnitude = value < 0 ? 0ULL - (uint64_t)value : (uint64_t)value;
+    if (buffer_long(b, (long long)(magnitude / (uint64_t)unit)) < 0
+        || buffer_reserve(b, decimals + 1) < 0) {
         return -1;
     }
-    int64_t fraction = (value % unit) / (unit / powers[decimals]);
+    uint64_t fraction = (magnitude % (uint64_t)unit) / (uint64_t)(unit / powers[decimals]);
     char *out = b->data + b->size;
     *out = '.';
     for (int i = decimals; i >= 1; i--) {
@@ -582,6 +584,10 @@ log_length(RequestLog *log)
 static PyObject *
 log_call(RequestLog *log, PyObject *args, PyObject *kwargs)
 {
+    if (log->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the RequestLog was cleared");
+        return NULL;
+    }
     return PyObject_Call(log->fallback, args, kwargs);
 }
 
@@ -621,10 +627,16 @@ log_take(RequestLog *log, PyObject *args)
         if (taken > 0 && WRITE_LITERAL(&b, ",") < 0) {
             goto fail;
         }
-        if (buffer_record(&b, r, &seed) < 0) {
+        int encoded = buffer_record(&b, r, &seed);
+        if (encoded < 0 && PyErr_ExceptionMatches(PyExc_MemoryError)) {
             goto fail;
         }
-        if (b.size + 1 > max_bytes) {
+        if (encoded < 0) { /* not UTF-8 (a lone surrogate): never sendable */
+            PyErr_Clear();
+            b.size = mark;
+            log->skipped++;
+        }
+        else if (b.size + 1 > max_bytes) {
             b.size = mark;
             if (taken > 0) {
                 break; /* the next batch's */
@@ -1001,10 +1013,13 @@ route_of(Call *self)
                 return NULL;
             }
         }
+        Py_XINCREF(matched); /* the call may take it out of the scope */
         PyObject *name = PyObject_CallOneArg(route_fn, scope);
-        return cached != NULL && name != NULL && PyUnicode_CheckExact(name)
-                   ? route_cache_put(cached, matched, name)
-                   : name;
+        if (cached != NULL && name != NULL && PyUnicode_CheckExact(name)) {
+            Py_SETREF(name, route_cache_put(cached, matched, name));
+        }
+        Py_XDECREF(matched);
+        return name;
     }
     return PyObject_CallOneArg(route_fn, scope);
 }
@@ -1080,6 +1095,16 @@ log_record(RequestLog *log, PyObject *rs, PyObject *route, PyObject *method, lon
     else {
         r.request_id = request_id == Py_None ? NULL : Py_NewRef(request_id);
         r.trace_id = trace_id == Py_None ? NULL : Py_NewRef(trace_id);
+    }
+    /* what JSON cannot hold (a lone surrogate) goes the struct's way, where the
+       transport skips and counts it; this also caches each string's UTF-8 */
+    PyObject *texts[4] = {r.route, r.method, r.request_id, r.trace_id};
+    for (int i = 0; i < 4; i++) {
+        if (texts[i] != NULL && PyUnicode_AsUTF8AndSize(texts[i], NULL) == NULL) {
+            PyErr_Clear();
+            record_clear(&r);
+            return 0;
+        }
     }
     return log_append(log, &r) < 0 ? -1 : 1;
 }

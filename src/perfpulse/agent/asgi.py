@@ -165,6 +165,7 @@ class _LazyExchange(_Exchange):
 
     @request_id.setter
     def request_id(self, value: str | None) -> None:
+        self._make_ids()  # the other id, from the number, before it goes
         _REQUEST_ID.__set__(self, value)
 
     @property
@@ -176,14 +177,17 @@ class _LazyExchange(_Exchange):
 
     @trace_id.setter
     def trace_id(self, value: str | None) -> None:
+        self._make_ids()
         _TRACE_ID.__set__(self, value)
 
     def _make_ids(self) -> bool:
         number = getattr(self, "number", None)
         if number is None:
             return False
-        self.request_id, self.trace_id = make_ids(number)
         self.number = None
+        request_id, trace_id = make_ids(number)
+        _REQUEST_ID.__set__(self, request_id)
+        _TRACE_ID.__set__(self, trace_id)
         return True
 
 

@@ -82,9 +82,10 @@ def make_ids(n: int) -> tuple[str, str]:
 
 
 def reseed() -> None:
-    """New random id salts: at ``init`` and in a forked child (or it would repeat the parent's ids)."""
-    global _ids, _salt, _block, _trace_prefix
-    _ids = itertools.count(1)
+    """New random id salts: at ``init`` and in a forked child (or it would repeat the
+    parent's ids). The counter goes on: a request still being served keeps a number
+    no later request gets (the compiled middleware makes its ids when read)."""
+    global _salt, _block, _trace_prefix
     _salt = getrandbits(56)
     _block = (-1, "")
     _trace_prefix = f"{getrandbits(64):016x}"

@@ -159,7 +159,7 @@ class Transport:
         #: goes to :meth:`enqueue`. Without the compiled module, :meth:`enqueue` itself.
         self.request_sink: Callable[[Any], None] = self.enqueue
         self._log: Any = None
-        if RequestLog is not None:
+        if RequestLog is not None and queue_size > 0:
             self._log = self.request_sink = RequestLog(
                 queue_size, min(batch_size, queue_size), self._crowd, self.enqueue
             )
@@ -336,8 +336,10 @@ class Transport:
         """The log's records, as :meth:`_drain` sends the queue's: full batches, and
         with ``everything`` what waited when it began too."""
         log = self._log
-        owed = len(log) if everything else 0
-        while not self._stop.is_set() and (owed > 0 or len(log) >= self.batch_size):
+        # what waits now (full batches only, unless ``everything``), not what arrives
+        # meanwhile: under a steady load the queue's events would never get a turn
+        owed = len(log) if everything else len(log) // self.batch_size * self.batch_size
+        while not self._stop.is_set() and owed > 0 and len(log):
             self._busy = True
             try:
                 events, count = log.take(self.batch_size, self._budget())
