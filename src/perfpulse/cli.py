@@ -114,7 +114,7 @@ def serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"perfpulse: {problem}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0 after a clean drain.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(

@@ -660,7 +660,11 @@ def run_demo(settings: Any, *, host: str, port: int, rate: float) -> int:
     thread.start()
     try:
         uvicorn.run(
-            create_app(settings), host=host, port=port, log_level="warning", access_log=False
+            create_app(settings, freeze_gc=True),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
         )
     finally:
         stop.set()

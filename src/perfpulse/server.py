@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import time
@@ -210,7 +211,13 @@ def _reader(
     return endpoint
 
 
-def create_app(settings: Settings) -> Front:
+def create_app(settings: Settings, *, freeze_gc: bool = False) -> Front:
+    """The collector's ASGI app. ``freeze_gc`` (what ``perfpulse serve`` and
+    ``perfpulse demo`` set, for a process of its own): once started, everything
+    alive goes to the garbage collector's permanent generation (``gc.freeze``).
+    Under single-beacon load a full collection otherwise walked every object of the
+    imported libraries and the storage, 57 ms each, five times in 8 s (10 µs a
+    beacon, the event loop stalled meanwhile); see docs/benchmarks.md."""
     state: dict[str, Collector] = {}
 
     def collector() -> Collector:
@@ -219,6 +226,9 @@ def create_app(settings: Settings) -> Front:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state["c"] = await run_in_threadpool(Collector, settings)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
