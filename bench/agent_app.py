@@ -9,9 +9,13 @@ environment the driver sets.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
 VARIANT_ENV = "PP_BENCH_VARIANT"
 COLLECTOR_ENV = "PP_BENCH_COLLECTOR"
@@ -126,11 +130,6 @@ class Alternating:
         return await self.apps[turn](scope, receive, send)  # type: ignore[no-any-return]
 
     async def control(self, scope: Any, send: Any) -> None:
-        import asyncio
-        import json
-        import time
-        from urllib.parse import parse_qs
-
         body = b"{}"
         if scope["path"] == "/_alternate/start":
             query = parse_qs(scope["query_string"].decode())
@@ -149,9 +148,6 @@ class Alternating:
         await send({"type": "http.response.body", "body": body})
 
     def pass_turn(self, again: bool = True) -> None:
-        import asyncio
-        import time
-
         now = (time.thread_time(), time.process_time())
         turn = self.turn
         loop_s, process_s = now[0] - self.cpu[0], now[1] - self.cpu[1]

@@ -1024,6 +1024,26 @@ route_of(Call *self)
     return PyObject_CallOneArg(route_fn, scope);
 }
 
+/* The event's route and method, as the wire format bounds them (what
+   request._http_event does): no route is `unmatched`, a route is cut at 4,096
+   characters and a method at 16. New references, or NULL with an error. */
+static PyObject *
+event_route(PyObject *route)
+{
+    if (route == Py_None || PyUnicode_GET_LENGTH(route) == 0) {
+        return Py_NewRef(unmatched);
+    }
+    return PyUnicode_GET_LENGTH(route) > 4096 ? PyUnicode_Substring(route, 0, 4096)
+                                              : Py_NewRef(route);
+}
+
+static PyObject *
+event_method(PyObject *method)
+{
+    return PyUnicode_GET_LENGTH(method) > 16 ? PyUnicode_Substring(method, 0, 16)
+                                             : Py_NewRef(method);
+}
+
 /* The usual request as a record in `log`: 1 when done, -1 on an error, 0 when
    a value is not of the type a record holds (finish_fast then makes the
    HttpEvent struct and calls the log, which hands it to its fallback). */
@@ -1066,17 +1086,8 @@ log_record(RequestLog *log, PyObject *rs, PyObject *route, PyObject *method, lon
     r.ts_ns = time_ns() - duration_ns;
     r.duration_ns = duration_ns;
     r.status = status;
-    if (route == Py_None || PyUnicode_GET_LENGTH(route) == 0) {
-        r.route = Py_NewRef(unmatched);
-    }
-    else if (PyUnicode_GET_LENGTH(route) > 4096) {
-        r.route = PyUnicode_Substring(route, 0, 4096);
-    }
-    else {
-        r.route = Py_NewRef(route);
-    }
-    r.method = PyUnicode_GET_LENGTH(method) > 16 ? PyUnicode_Substring(method, 0, 16)
-                                                 : Py_NewRef(method);
+    r.route = event_route(route);
+    r.method = event_method(method);
     if (r.route == NULL || r.method == NULL) {
         record_clear(&r);
         return -1;
@@ -1160,17 +1171,8 @@ finish_fast(Call *self, PyObject *route, PyObject *method, long status, int64_t 
     int ok = 0;
     PyObject *event = NULL;
     values[0] = PyFloat_FromDouble((double)(time_ns() - duration_ns) / 1e9);
-    if (route == Py_None || PyUnicode_GET_LENGTH(route) == 0) {
-        values[1] = Py_NewRef(unmatched);
-    }
-    else if (PyUnicode_GET_LENGTH(route) > 4096) {
-        values[1] = PyUnicode_Substring(route, 0, 4096);
-    }
-    else {
-        values[1] = Py_NewRef(route);
-    }
-    values[2] = PyUnicode_GET_LENGTH(method) > 16 ? PyUnicode_Substring(method, 0, 16)
-                                                 : Py_NewRef(method);
+    values[1] = event_route(route);
+    values[2] = event_method(method);
     values[3] = PyLong_FromLong(status);
     values[4] = PyFloat_FromDouble((double)duration_ns / 1e6);
     values[5] = Py_NewRef(SLOT(rs, F_REQUEST_ID));
