@@ -126,6 +126,15 @@ class Server:
         url = f"{self.url}/api/v1/rum" + (f"?key={key}" if key is not None else "")
         return httpx.post(url, content=json.dumps(beacon).encode(), headers=headers, timeout=10)
 
+    def beacon_raw(self, body: bytes) -> httpx.Response:
+        """A beacon body sent as it is, with the public key, from ``ORIGIN``."""
+        return httpx.post(
+            f"{self.url}/api/v1/rum?key={PUBLIC_KEY}",
+            content=body,
+            headers={"Content-Type": "text/plain", "Origin": ORIGIN},
+            timeout=10,
+        )
+
     def get(self, path: str, token: str | None = READ_TOKEN, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)

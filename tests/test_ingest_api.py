@@ -256,6 +256,77 @@ def test_beacon_is_redacted_and_templated(server: Server) -> None:
     assert lcp["attribution"] == {"element": "img.hero", "url": "https://cdn.example/a.jpg?sig="}
 
 
+def _lcp_attribution(value: Any) -> dict[str, Any]:
+    b = beacon()
+    b["vitals"][0]["attribution"] = value
+    return b
+
+
+BAD_BEACONS: list[tuple[str, bytes, str | None]] = [
+    ("not json", b'{"id": "x", ', None),
+    (
+        "missing url",
+        json.dumps({k: v for k, v in beacon().items() if k != "url"}).encode(),
+        "$.url",
+    ),
+    ("mistyped value", json.dumps(beacon(vitals=[{"name": "LCP", "value": "1"}])).encode(), None),
+    ("attribution a number", json.dumps(_lcp_attribution(5)).encode(), None),
+    ("attribution a string", json.dumps(_lcp_attribution("//x.example/?t=1")).encode(), None),
+    ("attribution an array", json.dumps(_lcp_attribution([{"a": 1}])).encode(), None),
+    ("attribution a bool", json.dumps(_lcp_attribution(True)).encode(), None),
+    ("attribution truncated", json.dumps(beacon())[:-40].encode(), None),
+]
+BAD_BEACON_FIELDS = {
+    "mistyped value": "$.vitals[0].value",
+    "attribution a number": "$.vitals[0].attribution",
+    "attribution a string": "$.vitals[0].attribution",
+    "attribution an array": "$.vitals[0].attribution",
+    "attribution a bool": "$.vitals[0].attribution",
+}
+
+
+def test_malformed_beacon_is_refused_whole(server: Server) -> None:
+    """Each bad beacon gets 400 naming its first bad field (an attribution that is
+    not an object or null included, which normalizing checks, not the decoder), and
+    nothing of any of them is stored."""
+    for name, raw, field in BAD_BEACONS:
+        r = httpx.post(
+            f"{server.url}/api/v1/rum?key={PUBLIC_KEY}",
+            content=raw,
+            headers={"Origin": ORIGIN, "Content-Type": "text/plain"},
+        )
+        assert r.status_code == 400, name
+        answer = r.json()
+        assert answer["error"], name
+        want = field or BAD_BEACON_FIELDS.get(name)
+        if want is not None:
+            assert answer.get("field") == want, (name, answer)
+        if name.startswith("attribution a "):
+            assert answer["error"].startswith("Expected `object | null`, got `"), answer
+    # the same attribution as an object, spaced and escaped differently, is stored
+    # compact and redacted, and null or {} as none
+    good = beacon()
+    good["vitals"][0]["attribution"] = {
+        "element": "img.hero",
+        "url": "https://cdn.example/a.jpg?sig=xyz",
+    }
+    good["vitals"][1]["attribution"] = None
+    good["vitals"][2]["attribution"] = {}
+    raw = json.dumps(good, indent=2).replace('"img.hero"', '"img.h\\u0065ro"').encode()
+    assert server.beacon_raw(raw).status_code == 202
+    settle(server)
+    views = server.get("/api/v1/rum/views", **{"from": time.time() - 60}).json()["views"]
+    assert [v["id"] for v in views] == [good["id"]]  # nothing of the bad ones
+    by_name = {v["name"]: v for v in views[0]["vitals"]}
+    assert by_name["LCP"]["attribution"] == {
+        "element": "img.hero",
+        "url": "https://cdn.example/a.jpg?sig=",
+    }
+    assert by_name["CLS"]["attribution"] is None
+    assert by_name["INP"]["attribution"] is None
+    assert server.metric_value("perfpulse_requests_rejected_total") == len(BAD_BEACONS)
+
+
 def test_route_cap_folds_into_other(tmp_path: Any) -> None:
     server = Server(tmp_path / "d", "--route-cap", "3").start()
     try:

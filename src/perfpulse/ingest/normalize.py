@@ -34,7 +34,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -43,6 +42,7 @@ from perfpulse.ingest.redact import redact_url
 from perfpulse.ingest.routes import OTHER, RouteFolder, template_path
 from perfpulse.model.catalog import VITALS
 from perfpulse.model.events import (
+    NO_ATTRIBUTION,
     Batch,
     Beacon,
     CacheEvent,
@@ -66,9 +66,16 @@ DROP_REASONS = ("non_finite", "negative_value", "absurd_value", "future_timestam
 
 _isfinite = math.isfinite
 _json = msgspec.json.Encoder()
+_json_decode = msgspec.json.Decoder().decode
 _consume: Callable[[Iterable[object]], None] = deque[object](
     maxlen=0
 ).extend  # runs an iterator, in C
+
+
+def _new_counter() -> Counter[str]:
+    """An empty Counter, made without ``Counter.__init__``'s Python-level ``update()``
+    (which took a third of a beacon's ``Normalized()``)."""
+    return Counter.__new__(Counter)
 
 
 @dataclass(slots=True)
@@ -85,7 +92,7 @@ class Normalized:
     columns: dict[str, Columns] = field(default_factory=dict)
     beacons: list[bytes] = field(default_factory=list)  # StoredBeacon documents
     accepted: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=_new_counter)
 
     def add(self, table: str, row: Row) -> None:
         rows = self.rows.get(table)
@@ -412,28 +419,32 @@ class Normalizer:
 
         The beacon is normalized in place: its URLs redacted, navigation phases out
         of range set to null (the page view stays), resources with a bad duration
-        removed; vitals out of range are dropped and counted."""
+        removed; vitals out of range are dropped and counted. An attribution that is
+        not an object (or null) refuses the beacon with a
+        :class:`msgspec.ValidationError` naming it, as the decoder would have."""
         out = Normalized()
-        lo, hi = self._window()
-        problem = self._ts_problem(b.ts, lo, hi)
-        if problem is not None:
-            out.dropped[problem] += 1 + len(b.vitals)
+        now = self.clock()
+        ts = b.ts
+        if not now - self.raw_retention_s <= ts <= now + FUTURE_SLACK_S:
+            problem = self._ts_problem(ts, now - self.raw_retention_s, now + FUTURE_SLACK_S)
+            out.dropped[problem or "non_finite"] += 1 + len(b.vitals)
             return out
         page = self.folder.fold(b.service, _page_of(b.url))
         b.url = redact_url(b.url)
         nav = b.nav
-        if nav is not None:
+        if nav is not None and not _phases_in_range(nav):
             for name in _NAV_PHASES:
                 v = getattr(nav, name)
                 # A bad phase is dropped alone (NaN fails the test too).
                 if v is not None and not 0.0 <= v <= MAX_DURATION_MS:
                     setattr(nav, name, None)
         vitals: list[StoredVital] = []
-        for v in b.vitals:
+        for i, v in enumerate(b.vitals):
             value = v.value
             name = v.name
+            good, poor, most = _VITAL_LIMITS[name]
             # NaN fails both tests; the reason is looked up only for a dropped vital
-            if not 0.0 <= value <= (MAX_CLS if name == "CLS" else MAX_DURATION_MS):
+            if not 0.0 <= value <= most:
                 out.dropped[_vital_problem(name, value)] += 1
                 continue
             attribution = v.attribution
@@ -441,9 +452,9 @@ class Normalizer:
                 StoredVital(
                     name,
                     value,
-                    _RATE[name](value),
+                    0 if value <= good else 1 if value <= poor else 2,
                     v.navigation_type,
-                    _attribution_text(attribution) if attribution else None,
+                    None if attribution is NO_ATTRIBUTION else _attribution(attribution, i),
                 )
             )
         b.vitals = []
@@ -465,7 +476,29 @@ class Normalizer:
 
 
 _NAV_PHASES = tuple(name for name in Navigation.__struct_fields__ if name.endswith("_ms"))
-_RATE = {name: metric.rate for name, metric in VITALS.items()}
+# (good, poor, largest accepted) per vital: its rating thresholds and its range
+_VITAL_LIMITS = {
+    name: (
+        *(metric.thresholds or (math.inf, math.inf)),
+        MAX_CLS if name == "CLS" else MAX_DURATION_MS,
+    )
+    for name, metric in VITALS.items()
+}
+_astuple = msgspec.structs.astuple
+_PHASE_SLICE = slice(
+    Navigation.__struct_fields__.index(_NAV_PHASES[0]),
+    Navigation.__struct_fields__.index(_NAV_PHASES[-1]) + 1,
+)
+
+
+def _phases_in_range(nav: Navigation) -> bool:
+    """Whether every navigation phase given is within 0 to 10 minutes: the usual
+    case, checked with three calls in C (a NaN or an infinity makes the sum fail)."""
+    phases: list[float] = [v for v in _astuple(nav)[_PHASE_SLICE] if v is not None]
+    if not phases:
+        return True
+    total = sum(phases)
+    return total == total and min(phases) >= 0.0 and max(phases) <= MAX_DURATION_MS
 
 
 _URL_PREFIXES = ("http://", "https://", "//")
@@ -477,12 +510,38 @@ def _vital_problem(name: str, value: float) -> str:
     return _duration_problem(value) or "absurd_value"
 
 
-def _attribution_text(attribution: dict[str, Any]) -> str:
-    """An attribution object as JSON, with the URLs in it redacted (a URL has a
-    ``//``; most attribution objects, selectors and event types, have none)."""
-    text = _json.encode(attribution)
+def _attribution(raw: msgspec.Raw, index: int) -> str | None:
+    """A vital's attribution as stored (see :func:`attribution_text`); a value that
+    is not an object refuses the beacon, naming the field as the decoder does."""
+    try:
+        return attribution_text(bytes(raw))
+    except TypeError as exc:
+        raise msgspec.ValidationError(
+            f"Expected `object | null`, got `{exc}` - at `$.vitals[{index}].attribution`"
+        ) from None
+
+
+_JSON_KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "array"}
+
+
+@lru_cache(maxsize=1024)
+def attribution_text(raw: bytes) -> str | None:
+    """An attribution object (its JSON text as received) as stored: compact JSON with
+    the URLs in it redacted (a URL has a ``//``), or None for null or ``{}``.
+
+    Cached by the received bytes: a site's attributions repeat (the same LCP image,
+    the same button), so most cost a beacon one lookup. JSON that is not an object
+    raises :class:`TypeError` naming its type (``int``, ``array``, ...)."""
+    value = _json_decode(raw)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(_JSON_KINDS.get(type(value), "object"))
+    if not value:
+        return None
+    text = _json.encode(value)
     if b"//" in text:
-        text = _json.encode(_redact_attribution(attribution))
+        text = _json.encode(_redact_attribution(value))
     return text.decode()
 
 

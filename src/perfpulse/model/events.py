@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -194,12 +194,19 @@ class Batch(Struct, kw_only=True, gc=False):
 VitalName = Literal["LCP", "INP", "CLS", "FCP", "TTFB", "FID"]
 
 
+NO_ATTRIBUTION = msgspec.Raw(b"null")
+"""A vital's ``attribution`` when the beacon gave none."""
+
+
 class Vital(Struct, kw_only=True, gc=False):
-    """A web-vitals measurement; ``attribution`` is the library's attribution object."""
+    """A web-vitals measurement; ``attribution`` is the library's attribution object
+    (or null), kept as the JSON text it came in: normalizing reads it (see
+    :func:`perfpulse.ingest.normalize.attribution_text`), and refuses anything but
+    an object or null there with the decoder's own message."""
 
     name: VitalName
     value: float
-    attribution: dict[str, Any] | None = None
+    attribution: msgspec.Raw = NO_ATTRIBUTION
     navigation_type: Annotated[str, Meta(max_length=32)] | None = None
 
 
