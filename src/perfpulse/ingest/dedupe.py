@@ -10,11 +10,17 @@ restart is caught too. Memory stays bounded: the oldest ids go first.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 
 class RecentBatches:
-    """An insertion-ordered, time- and size-bounded set of batch keys."""
+    """An insertion-ordered, time- and size-bounded set of batch keys.
+
+    The keys are held in a dict (membership) and, in the order they came, in a
+    deque (expiry), so forgetting the oldest costs O(1). Reading the oldest entry
+    of the dict itself after deletions at its front scans the holes they leave:
+    once the set was full, every add cost 150 to 500 µs (against 1 µs)."""
 
     def __init__(
         self,
@@ -25,7 +31,11 @@ class RecentBatches:
         self.window_s = window_s
         self.max_entries = max_entries
         self.clock = clock
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, int] = {}  # key -> the number of the add that holds it
+        # (when, number, key) in the order added; an entry whose key was discarded
+        # (or discarded and added again) no longer matches ``_seen`` and is skipped
+        self._order: deque[tuple[float, int, str]] = deque()
+        self._added = 0
 
     def __contains__(self, key: object) -> bool:
         return key in self._seen
@@ -35,12 +45,13 @@ class RecentBatches:
 
     def add(self, key: str) -> bool:
         """Remember ``key``; False if it was already there (a duplicate)."""
-        if key in self._seen:
+        seen = self._seen
+        if key in seen:
             return False
         now = self.clock()
-        seen = self._seen
-        seen[key] = now
-        if len(seen) > self.max_entries or next(iter(seen.values())) < now - self.window_s:
+        self._remember(key, now)
+        order = self._order
+        if len(order) > self.max_entries or order[0][0] < now - self.window_s:
             self._expire(now)
         return True
 
@@ -50,14 +61,25 @@ class RecentBatches:
     def seed(self, keys: Iterable[str]) -> None:
         now = self.clock()
         for key in keys:
-            self._seen[key] = now
+            self._remember(key, now)
         self._expire(now)
 
+    def _remember(self, key: str, now: float) -> None:
+        self._added += 1
+        self._seen[key] = self._added
+        self._order.append((now, self._added, key))
+
     def _expire(self, now: float) -> None:
-        seen = self._seen
+        seen, order = self._seen, self._order
         cutoff = now - self.window_s
-        while seen:
-            key, ts = next(iter(seen.items()))
-            if ts >= cutoff and len(seen) <= self.max_entries:
+        while order:
+            ts, number, key = order[0]
+            if (
+                ts >= cutoff
+                and len(seen) <= self.max_entries
+                and len(order) <= 2 * self.max_entries
+            ):
                 break
-            del seen[key]
+            order.popleft()
+            if seen.get(key) == number:  # not discarded (nor added again) since
+                del seen[key]

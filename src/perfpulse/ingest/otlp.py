@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -146,7 +146,9 @@ class OtlpDecoder:
     def __init__(self, normalizer: Normalizer, remember: int = 10_000) -> None:
         self.normalizer = normalizer
         self.remember = remember
-        self._recent_routes: dict[str, str] = {}
+        # oldest first; an OrderedDict forgets its oldest in O(1), where a dict's first
+        # key after deletions at its front is found by scanning their holes
+        self._recent_routes: OrderedDict[str, str] = OrderedDict()
 
     def decode(self, signal: str, body: bytes, content_type: str) -> Normalized:
         """The rows of one export request of ``signal`` (``traces``, ``metrics``, ``logs``)."""
@@ -171,7 +173,7 @@ class OtlpDecoder:
         """Routes of server spans, by trace id: this request's, then the last ``remember``."""
         recent = self._recent_routes
         while len(recent) > self.remember:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)
         return recent
 
     def _window(self) -> Callable[[float], str | None]:
