@@ -77,14 +77,34 @@ class Answer:
             (b"content-length", str(len(self.body)).encode("latin-1")),
         ]
         if self.headers:
-            raw += [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
-            ]
+            raw += _raw_headers(self.headers)
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         await send({"type": "http.response.body", "body": self.body})
 
     def response(self) -> Response:
         return Response(self.body, self.status, self.headers, self.media_type)
+
+
+def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """``headers`` as ASGI takes them (made once for :class:`_Encoded` headers)."""
+    if type(headers) is _Encoded:
+        return headers.raw
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class _Encoded(dict[str, str]):
+    """Headers sent again and again (the CORS headers of an origin), with their
+    ASGI form made once. Not to be changed once made."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__(headers)
+        self.raw = _raw_headers(headers)
+
+
+# (accepted, events) -> the body of a 202 that dropped nothing, for small batches
+_ACCEPTED: dict[tuple[int, int], bytes] = {}
 
 
 @dataclass(slots=True)
@@ -130,6 +150,17 @@ def _decode_error(exc: msgspec.DecodeError) -> _Refused:
     return _Refused(400, reason, text, field)
 
 
+def _accepted_body(out: Normalized, total: int) -> bytes:
+    return _json(
+        {
+            "accepted": out.accepted,
+            "dropped": sum(out.dropped.values()),
+            "dropped_by_reason": dict(out.dropped),
+            "events": total,
+        }
+    )
+
+
 class Receiver:
     """Holds what the ingest endpoints share: ``events`` and ``rum`` are ASGI apps,
     ``otlp`` and ``rum_preflight`` Starlette endpoints."""
@@ -156,6 +187,7 @@ class Receiver:
         self.max_body = max_body
         self._otlp_decoder: OtlpDecoder | None = None  # made (and protobuf imported) on first use
         self._accepted: dict[str, Counter] = {}  # label children, made on first use
+        self._cors_cache: dict[str | None, dict[str, str]] = {}
 
     @property
     def otlp_decoder(self) -> OtlpDecoder:
@@ -266,12 +298,22 @@ class Receiver:
     # --- shared path --------------------------------------------------------------
 
     def _cors(self, origin: str | None) -> dict[str, str] | None:
+        """The CORS headers of an answer to ``origin``, or None if it is not allowed.
+        Those of the first 256 origins seen are made and encoded once, and shared
+        (callers copy before adding to them)."""
+        cached = self._cors_cache.get(origin)
+        if cached is not None:
+            return cached
         allowed = self.allowed_origins
         if "*" in allowed:
-            return {"Access-Control-Allow-Origin": origin or "*", "Vary": "Origin"}
-        if origin and origin.rstrip("/") in allowed:
-            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-        return None
+            headers = {"Access-Control-Allow-Origin": origin or "*", "Vary": "Origin"}
+        elif origin and origin.rstrip("/") in allowed:
+            headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        else:
+            return None
+        if len(self._cors_cache) < 256:
+            headers = self._cors_cache[origin] = _Encoded(headers)
+        return headers
 
     def _refuse(
         self, endpoint: str, refused: _Refused, headers: dict[str, str] | None = None
@@ -329,13 +371,9 @@ class Receiver:
             self.metrics.events_rejected.labels(reason).inc(n)
         if respond is not None:
             return respond(out)
-        return Answer.json(
-            {
-                "accepted": out.accepted,
-                "dropped": sum(out.dropped.values()),
-                "dropped_by_reason": dict(out.dropped),
-                "events": total,
-            },
-            202,
-            headers,
-        )
+        if not out.dropped and total < 64:  # the usual answer, made once
+            usual = _ACCEPTED.get((out.accepted, total))
+            if usual is None:
+                usual = _ACCEPTED[out.accepted, total] = _accepted_body(out, total)
+            return Answer(202, usual, headers)
+        return Answer(202, _accepted_body(out, total), headers)
