@@ -159,6 +159,14 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"only saw {body} after {timeout}s")
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the writer has stored everything acknowledged so far (the
+        spool is empty): under light load it flushes every two seconds or so."""
+        deadline = time.monotonic() + timeout
+        while self.metric_value("perfpulse_spool_depth") > 0:
+            assert time.monotonic() < deadline, "the spool did not drain"
+            time.sleep(0.05)
+
     def metric_value(self, name: str) -> float:
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
         total = 0.0

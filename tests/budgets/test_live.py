@@ -114,6 +114,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
         assert server.send(batch).status_code == 202
         server.wait_stored(count=4 * 55 * 30, timeout=30)
         server.wait_stored(metric="rum.lcp", count=85, timeout=30)
+        server.settle()  # the CPU sample too
         yield server, budgets
     finally:
         if server.proc is not None:

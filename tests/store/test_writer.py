@@ -170,3 +170,56 @@ def test_the_writer_thread_runs_nicer_than_the_event_loop(tmp_path: Path) -> Non
         assert theirs == min(mine + WRITER_NICE, 19)
     finally:
         writer.stop()
+
+
+def test_the_window_lets_about_a_flushs_worth_of_rows_gather() -> None:
+    """Under light load a flush's fixed price is paid at most every max_window_s;
+    under heavy load the writer flushes every batch_window_s, as before."""
+    writer = Writer(MemorySpool(), DuckDBBackend(None), CollectorMetrics())
+    assert (writer.batch_window_s, writer.max_window_s, writer.flush_rows) == (0.25, 2.0, 2500)
+    assert writer.window(rows=12, interval_s=0.25) == 2.0  # a beacon or so a flush
+    assert writer.window(rows=12, interval_s=3600.0) == 2.0  # the first after a quiet hour
+    assert writer.window(rows=0, interval_s=0.25) == 2.0  # records that held no rows
+    assert writer.window(rows=1250, interval_s=1.0) == pytest.approx(2.0)  # 1,250 rows/s
+    assert writer.window(rows=2500, interval_s=1.0) == pytest.approx(1.0)  # 2,500 rows/s
+    assert writer.window(rows=5000, interval_s=0.5) == pytest.approx(0.25)  # 10,000 rows/s
+    assert writer.window(rows=50_000, interval_s=0.3) == 0.25  # beacons at full load
+    # a flush that came sooner than batch_window_s after the last is read at that window
+    assert writer.window(rows=2500, interval_s=0.01) == 0.25
+
+
+def test_a_light_load_is_stored_in_few_flushes_and_a_surge_is_not_kept_waiting(
+    tmp_path: Path,
+) -> None:
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    writer = Writer(spool, db, CollectorMetrics(), max_window_s=2.0, max_bytes=64 << 10)
+    flushes: list[int] = []
+    write = db.write
+
+    def counted(flush: Flush) -> int:
+        flushes.append(len(flush.batches))
+        return write(flush)
+
+    db.write = counted  # type: ignore[method-assign]
+    writer.start()
+    try:
+        for i in range(12):  # 12 records of one row over 1.2 s: light
+            fill(spool, [record(f"light{i}", 1)])
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while db.checkpoint() != 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert db.checkpoint() == 12
+        assert len(flushes) <= 3  # the first at once, then about one a max_window_s
+        light = len(flushes)
+        # a surge past a flush's byte budget is written without waiting out the window
+        started = time.monotonic()
+        fill(spool, [record(f"surge{i}", 200) for i in range(10)])
+        while db.checkpoint() != 22 and time.monotonic() < started + 5:
+            time.sleep(0.01)
+        assert db.checkpoint() == 22
+        assert time.monotonic() - started < 1.5
+        assert len(flushes) > light
+        assert len(stored(db)) == 12 + 10 * 200
+    finally:
+        writer.stop()

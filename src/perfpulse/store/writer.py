@@ -7,19 +7,24 @@ spool forget them — so after a crash, replay from the checkpoint stores each
 acknowledged batch exactly once. Between flushes it merges rollup rows
 (``compact``) and enforces retention.
 
-A flush costs storage a fixed price (a dozen statements) plus a little per row,
-so after a flush that did not fill its budget the thread lets records gather for
-the rest of ``batch_window_s`` before the next one: under load each flush takes
-many records, and a record waits at most about one window before it is stored.
+A flush costs storage a fixed price (a few dozen statements) plus a little per
+row, so after a flush that did not fill its budget the thread lets records
+gather before the next one (:meth:`Writer.window`): long enough for about
+``flush_rows`` (2,500) rows at the pace the last flush saw, but at least
+``batch_window_s`` (0.25 s) and at most ``max_window_s`` (2 s). It flushes
+sooner when a whole flush's budget of bytes is waiting in the spool.
 
-The window (0.25 s) trades CPU for memory. A flush's fixed price is 60 to 85 ms
-of CPU for 50 browser beacons on a 2-core machine (their rollups touch some 800
-series), so single beacons at 2,500/s cost the writer and DuckDB about 270 µs
-each at four flushes a second, and 160 to 220 µs at one a second. But the
-bigger flushes of a one-second window raised the collector's peak memory at
-10,000 events/s by about 6 MB (151 against 145 MB, three runs each), and a
-window stretched to keep flushing under a quarter of the thread's time peaked at
-152 MB in its one run.
+- Under load nothing changes: 2,500 rows or more gather in 0.25 s from 10,000
+  rows a second (the memory benchmark's 10,000 events/s, the beacon benchmark's
+  single beacons), so those flushes come every 0.25 s as they did. The window
+  trades CPU for memory there: a fixed one-second window raised the collector's
+  peak at 10,000 events/s by about 6 MB (151 against 145 MB, three runs each).
+- Under light load the fixed price used to be most of the cost: it is 100 to
+  130 ms of CPU on a 2-core machine even for one beacon (its rollups alone plan
+  some 20 ms), paid four times a second. 20 beacons a second (a small site) kept
+  the collector at 53 % of a core; with the window stretched to 2 s they cost
+  9.5 %, and 200 a second 33 % instead of 83 % (10 s each, ``--fsync
+  interval``). A record then waits up to about 2 s before queries see it.
 
 The thread runs ``WRITER_NICE`` (10) steps nicer than the process (on Linux,
 where a thread has its own niceness): when the machine has no CPU to spare,
@@ -85,6 +90,8 @@ class Writer:
         compact_every_s: float = 30.0,
         retention_every_s: float = 300.0,
         batch_window_s: float = 0.25,
+        max_window_s: float = 2.0,
+        flush_rows: int = 2_500,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
@@ -95,6 +102,8 @@ class Writer:
         self.compact_every_s = compact_every_s
         self.retention_every_s = retention_every_s
         self.batch_window_s = batch_window_s
+        self.max_window_s = max_window_s
+        self.flush_rows = flush_rows
         self.clock = clock
         self.checkpoint = backend.checkpoint()
         self.corrupt_records = 0
@@ -214,21 +223,42 @@ class Writer:
                 nice = os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE
                 os.setpriority(os.PRIO_PROCESS, tid, min(nice, 19))
         backoff = 0.05
+        previous = time.monotonic()  # when the last flush started
         while not self._stop.is_set():
             try:
                 started = time.monotonic()
                 flushed = self.flush_once()
                 self.maintain()  # when due, also while the spool never empties
+                backoff = 0.05
                 if flushed < 0:
                     self.spool.wait(0.25)
-                elif not self._full:  # let the next flush gather more records
-                    self._stop.wait(self.batch_window_s - (time.monotonic() - started))
-                backoff = 0.05
+                    continue
+                if not self._full:  # let the next flush gather more records
+                    self._gather(started + self.window(flushed, started - previous))
+                previous = started
             except Exception:
                 self.metrics.writer_errors.inc()
                 log.exception("storage write failed; retrying in %.2fs", backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def window(self, rows: int, interval_s: float) -> float:
+        """Seconds from the start of a flush of ``rows`` rows, ``interval_s`` after the
+        one before it, to the start of the next: long enough for about ``flush_rows``
+        rows to gather at that pace, between ``batch_window_s`` and ``max_window_s``."""
+        pace = rows / max(interval_s, self.batch_window_s)
+        if pace * self.max_window_s <= self.flush_rows:
+            return self.max_window_s
+        return min(self.max_window_s, max(self.batch_window_s, self.flush_rows / pace))
+
+    def _gather(self, until: float) -> None:
+        """Wait until the monotonic time ``until``, or less: until the spool holds a
+        whole flush's budget of bytes, or the writer stops."""
+        while not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0 or self.spool.stats().bytes >= self.max_bytes:
+                return
+            self._stop.wait(min(left, 0.05))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="perfpulse-writer", daemon=True)
