@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.report import Report, from_json, markdown, summary, to_json
 
-BENCHMARKS = ("ingest", "query", "accuracy", "memory", "dashboard")
+BENCHMARKS = ("ingest", "query", "accuracy", "memory", "dashboard", "light")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results.json"  # the latest report of each
 APPENDIX = Path(__file__).with_name("appendix.md")  # hand-kept sections, appended as they are
