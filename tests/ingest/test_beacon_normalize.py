@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from perfpulse.ingest.normalize import (
+    _NAV_PHASES,
     MAX_DURATION_MS,
     Normalizer,
     _phases_in_range,
@@ -41,6 +42,14 @@ def test_phase_check_matches_the_per_phase_rule() -> None:
         assert _phases_in_range(nav) is want, (first, last)
 
 
+def test_every_phase_is_checked() -> None:
+    for name in _NAV_PHASES:
+        assert _phases_in_range(Navigation(**{name: 5.0})) is True
+        assert _phases_in_range(Navigation(**{name: -1.0})) is False, name
+        assert _phases_in_range(Navigation(**{"load_ms": 1.0, name: math.nan})) is False, name
+    assert _phases_in_range(Navigation(type="navigate", transfer_bytes=10**9)) is True
+
+
 def _beacon(attribution: bytes) -> bytes:
     return (
         b'{"id":"a","ts":%f,"url":"https://s.example/p","vitals":[{"name":"LCP","value":900,'
@@ -63,6 +72,14 @@ def test_attribution_is_stored_compact_redacted_and_cached() -> None:
         assert vital["rating"] == 0
         assert doc["beacon"]["nav"]["dns_ms"] is None  # a phase out of range goes alone
         assert doc["beacon"]["nav"]["tls_ms"] == 3.0
+    # a long one is made the same way, without the cache
+    long = b'{"url":"https://cdn.example/a.jpg?sig=1","selector":"%s"}' % (b"div > " * 200)
+    before = attribution_text.cache_info().currsize
+    doc = msgspec.json.decode(norm.beacon(BEACON_DECODER.decode(_beacon(long))).beacons[0])
+    assert doc["vitals"][0]["attribution"] == (
+        '{"url":"https://cdn.example/a.jpg?sig=","selector":"%s"}' % ("div > " * 200)
+    )
+    assert attribution_text.cache_info().currsize == before
     for empty in (b"null", b"{}", b"{ }"):
         doc = msgspec.json.decode(norm.beacon(BEACON_DECODER.decode(_beacon(empty))).beacons[0])
         assert doc["vitals"][0]["attribution"] is None

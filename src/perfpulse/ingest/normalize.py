@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from urllib.parse import urlsplit
 
 import msgspec
@@ -485,16 +486,13 @@ _VITAL_LIMITS = {
     for name, metric in VITALS.items()
 }
 _astuple = msgspec.structs.astuple
-_PHASE_SLICE = slice(
-    Navigation.__struct_fields__.index(_NAV_PHASES[0]),
-    Navigation.__struct_fields__.index(_NAV_PHASES[-1]) + 1,
-)
+_phase_values = itemgetter(*(Navigation.__struct_fields__.index(n) for n in _NAV_PHASES))
 
 
 def _phases_in_range(nav: Navigation) -> bool:
     """Whether every navigation phase given is within 0 to 10 minutes: the usual
     case, checked with three calls in C (a NaN or an infinity makes the sum fail)."""
-    phases: list[float] = [v for v in _astuple(nav)[_PHASE_SLICE] if v is not None]
+    phases: list[float] = [v for v in _phase_values(_astuple(nav)) if v is not None]
     if not phases:
         return True
     total = sum(phases)
@@ -513,8 +511,11 @@ def _vital_problem(name: str, value: float) -> str:
 def _attribution(raw: msgspec.Raw, index: int) -> str | None:
     """A vital's attribution as stored (see :func:`attribution_text`); a value that
     is not an object refuses the beacon, naming the field as the decoder does."""
+    text = bytes(raw)
     try:
-        return attribution_text(bytes(raw))
+        if len(text) > _ATTRIBUTION_CACHE_MAX_LEN:
+            return _attribution_text(text)
+        return attribution_text(text)
     except TypeError as exc:
         raise msgspec.ValidationError(
             f"Expected `object | null`, got `{exc}` - at `$.vitals[{index}].attribution`"
@@ -524,14 +525,16 @@ def _attribution(raw: msgspec.Raw, index: int) -> str | None:
 _JSON_KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "array"}
 
 
-@lru_cache(maxsize=1024)
-def attribution_text(raw: bytes) -> str | None:
-    """An attribution object (its JSON text as received) as stored: compact JSON with
-    the URLs in it redacted (a URL has a ``//``), or None for null or ``{}``.
+#: Attribution texts longer than this are made without the cache, which bounds the
+#: cache's memory to about ``512 * 2 * 512`` bytes (typical ones are 50 to 300).
+_ATTRIBUTION_CACHE_MAX_LEN = 512
 
-    Cached by the received bytes: a site's attributions repeat (the same LCP image,
-    the same button), so most cost a beacon one lookup. JSON that is not an object
-    raises :class:`TypeError` naming its type (``int``, ``array``, ...)."""
+
+def _attribution_text(raw: bytes) -> str | None:
+    """An attribution object (its JSON text as received) as stored: compact JSON with
+    the URLs in it redacted (a URL has a ``//``), or None for null or ``{}``. JSON
+    that is not an object raises :class:`TypeError` naming its type (``int``,
+    ``array``, ...)."""
     value = _json_decode(raw)
     if value is None:
         return None
@@ -543,6 +546,11 @@ def attribution_text(raw: bytes) -> str | None:
     if b"//" in text:
         text = _json.encode(_redact_attribution(value))
     return text.decode()
+
+
+attribution_text = lru_cache(maxsize=512)(_attribution_text)
+""":func:`_attribution_text`, cached by the received bytes: a site's attributions
+repeat (the same LCP image, the same button), so most cost a beacon one lookup."""
 
 
 def _redact_attribution(value: object) -> object:
