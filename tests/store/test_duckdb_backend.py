@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 from pathlib import Path
 
@@ -269,37 +268,6 @@ def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() ->
     db.memory.relax()
     assert not db.memory.raised and _limit(db) == steady
     db.close()
-
-
-def _threads(db: DuckDBBackend) -> int:
-    row = db._cursor().execute("SELECT current_setting('threads')").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def test_ingest_runs_on_one_duckdb_thread_and_reads_on_every_core() -> None:
-    db = DuckDBBackend(None)
-    cores = os.cpu_count() or 1
-    assert _threads(db) == 1  # only ingesting: a flush's statements are small
-    load(db, [http_row(NOW - i, "/a", 5.0) for i in range(100)])
-    assert _threads(db) == 1
-    q = SketchQuery(metric=HTTP, start=NOW - 3600, end=NOW + 1, by=("route",), qs=(0.5,))
-    with db.memory.room():  # what every read runs in
-        assert _threads(db) == cores
-        with db.memory.room():  # reads side by side
-            groups, _ = db.sketch(q)
-        assert _threads(db) == cores  # one still runs
-    assert [g.count for g in groups] == [100]
-    assert _threads(db) == 1  # none runs: at once, while the memory limit lingers
-    assert db.memory.raised
-    db.close()
-    fixed = DuckDBBackend(None, threads=2)  # told: kept whatever runs
-    assert _threads(fixed) == 2
-    fixed.sketch(q)
-    fixed.memory.linger_s = 0.0
-    fixed.memory.relax()
-    assert _threads(fixed) == 2
-    fixed.close()
 
 
 def _undo_bytes(db: DuckDBBackend) -> int:

@@ -92,7 +92,7 @@ DEFAULT_BURST_MEMORY_LIMIT = "512MB"
 
 
 class MemoryBudget:
-    """DuckDB's ``memory_limit`` and ``threads``, by what the collector is doing.
+    """DuckDB's ``memory_limit``, by what the collector is doing.
 
     Ingest alone needs little: the limit is ``steady`` then. Reads (a dashboard
     page asks several questions at once over millions of rows) need far more, and
@@ -102,14 +102,7 @@ class MemoryBudget:
     tried again under ``burst`` too. :meth:`relax` sets ``steady`` back once
     nothing needs more, which makes DuckDB evict down to it.
 
-    ``threads`` is (steady, burst) the same way, without the lingering: a flush's
-    statements are small, and a second DuckDB thread only added to their cost (a
-    flush of 1,000 beacons took 255 to 281 µs of the process's CPU a beacon with
-    two threads, 215 to 220 with one, and less wall time too; a flush of one
-    beacon 122 against 102 to 108 ms), while reads over millions of rows want
-    every core.
-
-    ``burst=None``: one fixed limit, ``steady``; ``threads=None``: DuckDB's own.
+    ``burst=None``: one fixed limit, ``steady``.
     """
 
     def __init__(
@@ -118,46 +111,34 @@ class MemoryBudget:
         steady: str,
         burst: str | None,
         *,
-        threads: tuple[int, int] | None = None,
         linger_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._con = con  # a connection of its own, used under the lock
         self.steady = steady
         self.burst = burst
-        self.threads = threads
         self.linger_s = linger_s
         self._clock = clock
         self._lock = threading.Lock()
         self._active = 0
         self._since = 0.0
-        self.raised = False  # the memory limit is burst
+        self.raised = False
         if burst is not None:  # a bad value fails here, at start, not at the first read
             self._set(burst)
             self._set(steady)
-        self._set_threads(0)
 
     def _set(self, limit: str) -> None:
         self._con.execute(f"SET memory_limit = '{limit}'")
 
-    def _set_threads(self, which: int) -> None:
-        """``threads[which]`` (0 steady, 1 burst), if threads are managed at all."""
-        if self.threads is not None:
-            self._con.execute(f"SET threads = {int(self.threads[which])}")
-
     @contextlib.contextmanager
     def room(self) -> Iterator[None]:
-        """``burst`` while the block runs: the memory limit for ``linger_s`` after,
-        the threads only while some block runs (reads come every 15 s or so from
-        the alert engine, and lingering would keep ingest on every core)."""
-        if self.burst is None and self.threads is None:
+        """``burst`` while the block runs (and ``linger_s`` after)."""
+        if self.burst is None:
             yield
             return
         with self._lock:
             self._active += 1
-            if self._active == 1:
-                self._set_threads(1)
-            if not self.raised and self.burst is not None:
+            if not self.raised:
                 self._set(self.burst)
                 self.raised = True
         try:
@@ -166,9 +147,6 @@ class MemoryBudget:
             with self._lock:
                 self._active -= 1
                 self._since = self._clock()
-                if not self._active:
-                    with contextlib.suppress(duckdb.Error):
-                        self._set_threads(0)
 
     def relax(self) -> None:
         """Back to ``steady`` when nothing has needed more for ``linger_s``."""
@@ -241,13 +219,7 @@ class DuckDBBackend:
         self._con.execute(f"ATTACH '{location}' AS store (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
         self._con.execute("USE store")
         self._con.execute("SET TimeZone = 'UTC'")
-        self.memory = MemoryBudget(
-            self._con.cursor(),
-            memory_limit,
-            burst_memory_limit,
-            # one thread while only ingesting, every core for reads (unless told)
-            threads=None if threads else (1, os.cpu_count() or 1),
-        )
+        self.memory = MemoryBudget(self._con.cursor(), memory_limit, burst_memory_limit)
         for statement in sql.schema():
             self._con.execute(statement)
         self._dirty_minutes: set[int] = set()
