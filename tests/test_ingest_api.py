@@ -79,14 +79,6 @@ def stored_http_count(server: Server) -> int:
     return sum(g["count"] for g in r.json()["groups"])
 
 
-def settle(server: Server) -> None:
-    """Wait until the writer has stored everything acknowledged so far."""
-    deadline = time.monotonic() + 10
-    while server.metric_value("perfpulse_spool_depth") > 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 BAD_BATCHES: list[tuple[str, Any, str | None]] = [
     ("not json", b"{nope", None),
     (
@@ -130,7 +122,7 @@ def test_malformed_batch_is_refused_whole(
         assert answer["field"] == field
     # nothing of it was stored: a good batch afterwards is all there is
     assert server.send(http_batch(2)).status_code == 202
-    settle(server)
+    server.settle()
     assert stored_http_count(server) == 2
     assert server.metric_value("perfpulse_requests_rejected_total") == 1
 
@@ -172,7 +164,7 @@ def test_body_limits_and_gzip(tmp_path: Any) -> None:
         # a good gzip batch is accepted
         r = server.send(http_batch(4), gz=True)
         assert r.status_code == 202 and r.json()["accepted"] == 4
-        settle(server)
+        server.settle()
         assert stored_http_count(server) == 4
     finally:
         server.kill()
@@ -212,7 +204,7 @@ def test_retried_batch_is_stored_once(server: Server) -> None:
     assert first.status_code == again.status_code == 202
     assert again.json()["duplicate"] is True
     # the same batch id from the browser key is a different batch
-    settle(server)
+    server.settle()
     assert stored_http_count(server) == 5
     assert server.metric_value("perfpulse_duplicate_batches_total") == 1
 
@@ -314,7 +306,7 @@ def test_malformed_beacon_is_refused_whole(server: Server) -> None:
     good["vitals"][2]["attribution"] = {}
     raw = json.dumps(good, indent=2).replace('"img.hero"', '"img.h\\u0065ro"').encode()
     assert server.beacon_raw(raw).status_code == 202
-    settle(server)
+    server.settle()
     views = server.get("/api/v1/rum/views", **{"from": time.time() - 60}).json()["views"]
     assert [v["id"] for v in views] == [good["id"]]  # nothing of the bad ones
     by_name = {v["name"]: v for v in views[0]["vitals"]}
@@ -362,7 +354,7 @@ def test_numeric_path_segments_become_templates(server: Server) -> None:
 def test_metrics_endpoint_reports_what_happened(server: Server) -> None:
     assert server.send(http_batch(3)).status_code == 202
     assert server.send(http_batch(1), key=WRONG).status_code == 403
-    settle(server)
+    server.settle()
     assert server.metric_value('perfpulse_events_accepted_total{endpoint="events"}') == 3
     assert (
         server.metric_value('perfpulse_requests_rejected_total{endpoint="events",reason="bad_key"}')

@@ -424,11 +424,10 @@ class Normalizer:
         not an object (or null) refuses the beacon with a
         :class:`msgspec.ValidationError` naming it, as the decoder would have."""
         out = Normalized()
-        now = self.clock()
-        ts = b.ts
-        if not now - self.raw_retention_s <= ts <= now + FUTURE_SLACK_S:
-            problem = self._ts_problem(ts, now - self.raw_retention_s, now + FUTURE_SLACK_S)
-            out.dropped[problem or "non_finite"] += 1 + len(b.vitals)
+        lo, hi = self._window()
+        problem = self._ts_problem(b.ts, lo, hi)
+        if problem is not None:
+            out.dropped[problem] += 1 + len(b.vitals)
             return out
         page = self.folder.fold(b.service, _page_of(b.url))
         b.url = redact_url(b.url)
