@@ -10,7 +10,8 @@ pre-built bodies whose ids are unique. Each configuration runs with
 ``--fsync always`` and ``--fsync interval``, in fresh data directories.
 
 After each collector run: the spool depth when the load stopped, and the seconds
-until the writer had drained it (``perfpulse_spool_depth`` back to 0). Every
+until the writer had drained it (``perfpulse_spool_depth`` back to 0), and the
+process's peak resident memory (``VmHWM``, warm-up and drain included). Every
 configuration runs twice, interleaved, for 20 s after a 3 s warm-up; the best run
 counts. The CPU time the server process used per event is reported too: unlike
 requests/s it hardly moves when other work shares the machine. With py-spy
@@ -27,6 +28,7 @@ from pathlib import Path
 from bench import profile, servers
 from bench.load import LoadResult, Template, blast
 from bench.machine import CpuMeter, CpuUsage
+from bench.memory import vm_hwm
 from bench.report import Report, Result, number, table
 from bench.workload import beacon_template, events_template
 
@@ -50,6 +52,7 @@ class Run:
     depth_at_end: int | None = None
     drain_s: float | None = None
     writer_rows_per_s: float | None = None
+    peak_rss: int = 0  # the server's VmHWM (bytes) at the end, the warm-up and drain included
 
     @property
     def per_s(self) -> float:
@@ -76,7 +79,8 @@ def _floor(app: str, kind: str, t: Template, conns: int, dur: float, warm: float
     with servers.floor(app, tmp) as server:
         blast(server.base, t, connections=conns, duration_s=warm)
         load, cpu = _phase(server, t, conns, dur)
-    return Run(kind, f"floor:{app}", load, cpu)
+        peak = vm_hwm(server.pid)
+    return Run(kind, f"floor:{app}", load, cpu, peak_rss=peak)
 
 
 def _collector(
@@ -90,6 +94,7 @@ def _collector(
         after = server.metrics()
         depth = int(after.get("perfpulse_spool_depth", 0))
         drain_s = server.wait_drained()
+        peak = vm_hwm(server.pid)
     key = 'perfpulse_events_accepted_total{endpoint="%s"}' % (
         "events" if kind == "events" else "rum"
     )
@@ -103,6 +108,7 @@ def _collector(
         depth_at_end=depth,
         drain_s=drain_s,
         writer_rows_per_s=(after.get(rows, 0) - before.get(rows, 0)) / load.duration_s,
+        peak_rss=peak,
     )
 
 
@@ -233,6 +239,7 @@ def _runs_table(runs: list[Run], kinds: dict[str, tuple[Template, int]]) -> str:
                 "–" if r.writer_rows_per_s is None else number(r.writer_rows_per_s, "rows/s"),
                 "–" if r.depth_at_end is None else f"{r.depth_at_end}",
                 "–" if r.drain_s is None else f"{r.drain_s:.2f} s",
+                f"{r.peak_rss / 2**20:.0f} MB",
             ]
         )
     sizes = ", ".join(
@@ -257,6 +264,7 @@ def _runs_table(runs: list[Run], kinds: dict[str, tuple[Template, int]]) -> str:
                 "writer rows",
                 "spool depth at end",
                 "drain",
+                "peak RSS",
             ],
             rows,
         )

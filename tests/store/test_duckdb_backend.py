@@ -13,7 +13,7 @@ from perfpulse.model.catalog import CATALOG
 from perfpulse.model.rows import LAYOUTS, to_columns
 from perfpulse.sketch import Sketch
 from perfpulse.store.base import Flush, SketchQuery
-from perfpulse.store.duckdb.backend import ROW_GROUP_SIZE, DuckDBBackend
+from perfpulse.store.duckdb.backend import ROW_GROUP_SIZE, SMALL_FLUSH_BYTES, DuckDBBackend
 from perfpulse.store.retention import Retention
 
 HTTP = CATALOG["http.server.duration"]
@@ -234,6 +234,43 @@ def _limit(db: DuckDBBackend) -> str:
     row = db._cursor().execute("SELECT current_setting('memory_limit')").fetchone()
     assert row is not None
     return str(row[0])
+
+
+def _threads(db: DuckDBBackend) -> int:
+    row = db._cursor().execute("SELECT current_setting('threads')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_small_flushes_run_on_one_thread_and_big_ones_on_every_thread() -> None:
+    db = DuckDBBackend(None, threads=2)
+    seen: list[int] = []
+    write = db._write
+
+    def spied(flush: Flush) -> int:
+        seen.append(_threads(db))
+        return write(flush)
+
+    db._write = spied  # type: ignore[method-assign]
+    small = [http_row(NOW - i, "/small", 5.0) for i in range(100)]
+    big = [http_row(NOW - i / 100, "/big", 5.0) for i in range(SMALL_FLUSH_BYTES // 64)]
+    db.write(Flush(tables={"http": to_columns("http", small)}, checkpoint=1))
+    db.write(Flush(tables={"http": to_columns("http", big)}, checkpoint=2))
+    assert seen == [1, 2]
+    assert _threads(db) == 2 and not db.memory.narrowed  # back once the flush is done
+    assert db.row_counts()["http"] == len(small) + len(big)
+
+
+def test_a_read_gets_every_thread_even_while_a_small_flush_runs() -> None:
+    db = DuckDBBackend(None, threads=2)
+    with db.memory.narrow():
+        assert _threads(db) == 1
+        with db.memory.room():  # a read starts: every thread again, at once
+            assert _threads(db) == 2
+            with db.memory.narrow():  # a write while a read runs is not narrowed
+                assert _threads(db) == 2
+        assert _threads(db) == 2
+    assert _threads(db) == 2 and not db.memory.narrowed
 
 
 def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() -> None:
