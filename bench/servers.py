@@ -79,7 +79,13 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """``GET /metrics`` as ``{"name{labels}": value}``."""
-        text = httpx.get(self.url("/metrics"), timeout=30).text
+        response = httpx.get(self.url("/metrics"), timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"{self.name}: GET /metrics answered {response.status_code}; its log ends:\n"
+                + self.log.read_text(errors="replace")[-3000:]
+            )
+        text = response.text
         out: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
