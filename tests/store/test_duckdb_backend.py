@@ -261,8 +261,9 @@ def test_small_flushes_run_on_one_thread_and_big_ones_on_every_thread() -> None:
     assert db.row_counts()["http"] == len(small) + len(big)
 
 
-def test_a_read_gets_every_thread_even_while_a_small_flush_runs() -> None:
-    db = DuckDBBackend(None, threads=2)
+@pytest.mark.parametrize("burst", ["512MB", None])
+def test_a_read_gets_every_thread_even_while_a_small_flush_runs(burst: str | None) -> None:
+    db = DuckDBBackend(None, threads=2, burst_memory_limit=burst)
     with db.memory.narrow():
         assert _threads(db) == 1
         with db.memory.room():  # a read starts: every thread again, at once
@@ -271,6 +272,7 @@ def test_a_read_gets_every_thread_even_while_a_small_flush_runs() -> None:
                 assert _threads(db) == 2
         assert _threads(db) == 2
     assert _threads(db) == 2 and not db.memory.narrowed
+    assert db.memory.raised == (burst is not None)  # one fixed limit stays as it is
 
 
 def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() -> None:

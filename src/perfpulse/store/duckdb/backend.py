@@ -161,14 +161,11 @@ class MemoryBudget:
 
     @contextlib.contextmanager
     def room(self) -> Iterator[None]:
-        """``burst`` while the block runs (and ``linger_s`` after)."""
-        if self.burst is None:
-            yield
-            return
+        """``burst`` while the block runs (and ``linger_s`` after), and every thread."""
         with self._lock:
             self._active += 1
             self._widen()
-            if not self.raised:
+            if self.burst is not None and not self.raised:
                 self._set(self.burst)
                 self.raised = True
         try:
