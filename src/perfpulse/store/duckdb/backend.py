@@ -297,9 +297,8 @@ class DuckDBBackend:
         con = self._con
         arrow = [t for t, columns in flush.tables.items() if column_length(columns)]
         documents = {t: docs for t, docs in flush.column_documents.items() if docs}
-        # per table, the SELECTs of its sources other than Arrow columns; the statements
-        # that read the table's rows join them (and the Arrow relation, if any) in a
-        # common table expression; Arrow columns alone are read as they are registered
+        # per table, the SELECTs of its sources other than Arrow columns; a view joins
+        # them (and the Arrow relation, if any); Arrow columns alone need no view
         joined: dict[str, list[str]] = {}
         if flush.beacons:
             joined = {t: [sql.beacon_select(t)] for t in BEACON_TABLES}
@@ -307,7 +306,7 @@ class DuckDBBackend:
             joined.setdefault(table, []).append(f"SELECT * FROM {sql.columns_name(table)}")
         tables = list(dict.fromkeys([*arrow, *joined]))
         registered: list[str] = []
-        scratch: list[str] = []  # the temporary tables, to drop
+        scratch: list[str] = []  # the temporary views and tables, in the order to drop them
         hours: set[int] = set()
         written = 0
         with self._lock:
@@ -325,16 +324,15 @@ class DuckDBBackend:
                 for table, docs in documents.items():
                     con.execute(sql.load_columns(table), [[d.decode() for d in docs]])
                     scratch.append(sql.columns_name(table))
-                inputs = {
-                    table: [*selects, f"SELECT * FROM {sql.rows_name(table)}"]
-                    if table in arrow
-                    else selects
-                    for table, selects in joined.items()
-                }
+                for table, selects in joined.items():
+                    if table in arrow:
+                        selects = [*selects, f"SELECT * FROM {sql.rows_name(table)}"]
+                    con.execute(sql.input_view(table, selects))
+                    scratch.insert(0, sql.input_name(table))  # views go before their tables
                 for table in tables:
-                    row = _first(con.execute(sql.insert_raw(table, inputs)))
+                    row = _first(con.execute(sql.insert_raw(table)))
                     written += int(row[0]) if row else 0
-                rollup = sql.flush_rollup(tables, inputs)
+                rollup = sql.flush_rollup(tables)
                 if rollup:
                     con.execute(rollup)
                     con.execute(sql.INSERT_NEW_SERIES)
@@ -347,8 +345,9 @@ class DuckDBBackend:
                     self._dirty_hours |= hours
                     con.execute("DROP TABLE _flush_ids")
                     con.execute("DROP TABLE _flush_rollup")
+                views = {sql.input_name(table) for table in joined}
                 for name in scratch:
-                    con.execute(f"DROP TABLE {name}")
+                    con.execute(f"DROP {'VIEW' if name in views else 'TABLE'} {name}")
                 if flush.batches:
                     con.execute(
                         sql.INSERT_BATCHES,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,32 +78,12 @@ def input_name(table: str) -> str:
     return f"_in_{table}"
 
 
-Inputs = Mapping[str, list[str]]
-"""Per table, the SELECTs whose rows (joined) are a flush's rows of it, for the
-tables not read from one registered relation (see :func:`with_inputs`)."""
-
-
-def with_inputs(inputs: Inputs | None, tables: Iterable[str]) -> str:
-    """The ``WITH`` clause that names the rows of each of ``tables`` found in
-    ``inputs`` :func:`input_name` for one statement (empty if none is). A common
-    table expression, not a view: creating and dropping four temporary views cost
-    a flush of beacons about 10 ms, and a view is bound again where it is read."""
-    ctes = [
-        f"{input_name(t)} AS NOT MATERIALIZED ({' UNION ALL '.join(inputs[t])})"
-        for t in dict.fromkeys(tables)
-        if inputs and t in inputs
-    ]
-    return f"WITH {', '.join(ctes)} " if ctes else ""
-
-
-def insert_raw(table: str, inputs: Inputs | None = None) -> str:
+def insert_raw(table: str) -> str:
     cols = ", ".join(
         "make_timestamp(CAST(ts * 1000000 AS BIGINT))" if kind == "ts" else f'"{name}"'
         for name, kind in LAYOUTS[table]
     )
-    return (
-        f"INSERT INTO {table} {with_inputs(inputs, [table])}SELECT {cols} FROM {input_name(table)}"
-    )
+    return f"INSERT INTO {table} SELECT {cols} FROM {input_name(table)}"
 
 
 def bucket_expr(value: str) -> str:
@@ -182,16 +162,15 @@ def rollup_input(table: str) -> list[str]:
     return selects
 
 
-def flush_rollup(tables: Iterable[str], inputs: Inputs | None = None) -> str | None:
+def flush_rollup(tables: Iterable[str]) -> str | None:
     """CREATE ``_flush_rollup``: the per-minute sketch pieces ``(s, metric, service,
     environment, release, d1..d4, outcome, bucket, count, sum)`` of every metric
     of the flush's ``tables``, in one scan of each and one aggregation."""
-    tables = list(tables)
     selects = [select for table in tables for select in rollup_input(table)]
     if not selects:
         return None
     return (
-        f"CREATE TEMP TABLE _flush_rollup AS {with_inputs(inputs, tables)}"
+        "CREATE TEMP TABLE _flush_rollup AS "
         f"SELECT s, {', '.join(SERIES_COLUMNS)}, outcome, {bucket_expr('v')} AS bucket, "
         f"count(*) AS count, sum(v) AS sum FROM ({' UNION ALL '.join(selects)}) "
         "WHERE v IS NOT NULL AND metric IS NOT NULL GROUP BY ALL"
@@ -766,8 +745,13 @@ def beacon_select(table: str) -> str:
 
 def rows_name(table: str) -> str:
     """The relation a flush registers ``table``'s Python columns under when other
-    sources join them (see :func:`with_inputs`)."""
+    sources join them in :func:`input_view`."""
     return f"{input_name(table)}_rows"
+
+
+def input_view(table: str, selects: list[str]) -> str:
+    """CREATE the temporary view :func:`input_name` of ``table``: its sources' rows."""
+    return f"CREATE TEMP VIEW {input_name(table)} AS {' UNION ALL '.join(selects)}"
 
 
 _JSON_TYPES: dict[FieldType, str] = {
