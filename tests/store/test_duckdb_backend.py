@@ -275,6 +275,29 @@ def test_a_read_gets_every_thread_even_while_a_small_flush_runs(burst: str | Non
     assert db.memory.raised == (burst is not None)  # one fixed limit stays as it is
 
 
+def test_row_counts_that_meet_a_full_memory_limit_are_asked_again_under_the_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``/metrics`` shows: a count that finds DuckDB's steady limit taken by a
+    flush does not fail the scrape (the failure is injected: a flush holding the
+    limit is a race)."""
+    db = DuckDBBackend(None)
+    rows = [http_row(NOW - i, "/r", 5.0) for i in range(10)]
+    db.write(Flush(tables={"http": to_columns("http", rows)}, checkpoint=1))
+    counts = db._row_counts
+    failures = iter([duckdb.OutOfMemoryException("failed to allocate data of size 4.0 KiB")])
+
+    def full_once() -> dict[str, int]:
+        for exc in failures:
+            raise exc
+        return counts()
+
+    monkeypatch.setattr(db, "_row_counts", full_once)
+    assert db.row_counts()["http"] == 10
+    assert db.memory.raised  # asked again under the burst limit
+    assert next(failures, None) is None
+
+
 def test_reads_and_big_writes_get_the_burst_limit_and_ingest_the_steady_one() -> None:
     """A flush of 40,000 rows over 3,000 routes does not fit in 16 MB of DuckDB
     memory (nor does a read of them by route): with one fixed limit it fails, with
