@@ -175,6 +175,15 @@ class MemoryBudget:
                 self._active -= 1
                 self._since = self._clock()
 
+    def fitted(self, work: Callable[[], _R]) -> _R:
+        """``work()``; if it ran out of the ``steady`` limit (DuckDB undid it), again
+        under ``burst``."""
+        try:
+            return work()
+        except duckdb.OutOfMemoryException:
+            with self.room():
+                return work()
+
     @contextlib.contextmanager
     def narrow(self) -> Iterator[None]:
         """One DuckDB thread while the block runs, unless a read is running (or
@@ -282,14 +291,7 @@ class DuckDBBackend:
         """Store ``flush`` in one transaction; a small one on one DuckDB thread
         (:func:`_small`), when no read is running."""
         with self.memory.narrow() if _small(flush) else contextlib.nullcontext():
-            return self._write_or_retry(flush)
-
-    def _write_or_retry(self, flush: Flush) -> int:
-        try:
-            written = self._write(flush)
-        except duckdb.OutOfMemoryException:  # rolled back: again, with room
-            with self.memory.room():
-                written = self._write(flush)
+            written = self.memory.fitted(lambda: self._write(flush))
         self.memory.relax()
         return written
 
@@ -385,11 +387,7 @@ class DuckDBBackend:
     def compact(self) -> int:
         """Merge the partial rollup rows of every time slot touched since last time
         (under the ``burst`` memory limit when ``steady`` is too small for them)."""
-        try:
-            merged = self._compact()
-        except duckdb.OutOfMemoryException:
-            with self.memory.room():
-                merged = self._compact()
+        merged = self.memory.fitted(self._compact)
         self.memory.relax()
         return merged
 
@@ -660,11 +658,7 @@ class DuckDBBackend:
         the scrape then failed with a 500 (once in 20 s of scrapes every 10 ms
         under batch load, and once in a benchmark run). Such a count is asked again
         under the burst limit, as a write that did not fit is."""
-        try:
-            return self._row_counts()
-        except duckdb.OutOfMemoryException:
-            with self.memory.room():
-                return self._row_counts()
+        return self.memory.fitted(self._row_counts)
 
     def _row_counts(self) -> dict[str, int]:
         cur = self._cursor()
