@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m bench.run [name ...] [--quick] [--write]``.
 
-Names: ingest, query, accuracy, memory, dashboard (default: all, in that order).
-``--quick`` runs each in under a minute (a smoke check, not a result);
+Names: ingest, query, accuracy, memory, dashboard, light, handler (default: all, in
+that order).
+``--quick`` runs each in under a minute (handler: about three, as it runs under
+valgrind), a smoke check, not a result;
 ``--write`` stores this run's reports in bench/results.json (replacing earlier
 ones of the same benchmarks) and renders docs/benchmarks.md from all stored ones,
 so ``python -m bench.run query --write`` updates the query section alone.
@@ -19,7 +21,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.report import Report, from_json, markdown, summary, to_json
 
-BENCHMARKS = ("ingest", "query", "accuracy", "memory", "dashboard", "light")
+BENCHMARKS = ("ingest", "query", "accuracy", "memory", "dashboard", "light", "handler")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results.json"  # the latest report of each
 APPENDIX = Path(__file__).with_name("appendix.md")  # hand-kept sections, appended as they are
@@ -33,7 +35,7 @@ ratio. A target missed is reported as a miss, with its number.
 How to run (from the repository root, with the project's virtualenv):
 
 ```
-.venv/bin/python -m bench.run                  # all four, full mode (~25 min)
+.venv/bin/python -m bench.run                  # all of them, full mode (~45 min)
 .venv/bin/python -m bench.run query accuracy   # some of them
 .venv/bin/python -m bench.run --quick          # smoke check, < 60 s each
 .venv/bin/python -m bench.run --write          # and rewrite this file
@@ -44,7 +46,8 @@ a Python asyncio client otherwise; the query benchmark caches its 10-million-eve
 DuckDB file under the temp directory (`$TMPDIR/perfpulse-bench/`, or
 `$PERFPULSE_BENCH_CACHE`), keyed by its parameters and a hash of the storage code;
 building it goes through the real write path and takes a while (see the query
-section), later runs reuse it.
+section), later runs reuse it. The handler benchmark counts instructions under
+valgrind (`apt-get install valgrind`) and reports nothing without it.
 
 The machine these numbers come from is shared: other work (test suites, builds)
 may run beside a benchmark. Each ingest run reports how many cores that other
