@@ -3,7 +3,8 @@ endpoint executes for one beacon, counted by valgrind (callgrind), so the number
 does not move with other work on the machine as requests/s do.
 
 The endpoint (:meth:`perfpulse.ingest.receiver.Receiver.rum`) runs in-process on
-uvloop, 64 requests at a time, in a collector whose writer is stopped: the key and
+uvloop, 64 requests at a time, in a collector whose writer is stopped (its garbage collector set as
+``perfpulse serve`` sets it, :func:`perfpulse.server.settle_gc`): the key and
 origin checks, reading the body, decoding, normalizing, the dedupe, the spool
 append (``--fsync interval``, so the group write but no sync) and the answer. The
 baseline, through the same in-process driver, is :data:`bench.floor.raw`, the
@@ -58,7 +59,7 @@ def _bodies(n: int) -> list[bytes]:
 def _collector(tmp: Path) -> Any:
     from bench import servers
     from perfpulse.keys import Keys
-    from perfpulse.server import Collector, Settings
+    from perfpulse.server import Collector, Settings, settle_gc
 
     keys = Keys(
         ingest_key=servers.INGEST_KEY,
@@ -75,6 +76,7 @@ def _collector(tmp: Path) -> Any:
     )
     collector.writer.stop()
     collector.alerts.stop()
+    settle_gc()  # as ``perfpulse serve`` does once started
     return collector
 
 

@@ -211,13 +211,30 @@ def _reader(
     return endpoint
 
 
+#: Allocations between two collections of the garbage collector's youngest
+#: generation in a collector process (Python's default: 700). With 64 beacons in
+#: flight, a collection every 700 allocations walked the live requests' frames,
+#: coroutines and futures again and again: 9,500 instructions of a beacon's 264,000
+#: (``bench.handler``); from 2,000 on, that cost is gone.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """For a process that serves from now on: what is alive goes to the garbage
+    collector's permanent generation, and its youngest generation is collected
+    every :data:`GC_YOUNG_THRESHOLD` allocations."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def create_app(settings: Settings, *, freeze_gc: bool = False) -> Front:
     """The collector's ASGI app. ``freeze_gc`` (what ``perfpulse serve`` and
-    ``perfpulse demo`` set, for a process of its own): once started, everything
-    alive goes to the garbage collector's permanent generation (``gc.freeze``).
-    Under single-beacon load a full collection otherwise walked every object of the
-    imported libraries and the storage, 57 ms each, five times in 8 s (10 µs a
-    beacon, the event loop stalled meanwhile); see docs/benchmarks.md."""
+    ``perfpulse demo`` set, for a process of its own): once started, :func:`settle_gc`
+    freezes everything alive and makes the youngest generation's collections
+    rarer. Under single-beacon load a full collection otherwise walked every
+    object of the imported libraries and the storage, 57 ms each, five times in 8 s
+    (10 µs a beacon, the event loop stalled meanwhile); see docs/benchmarks.md."""
     state: dict[str, Collector] = {}
 
     def collector() -> Collector:
@@ -227,8 +244,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> Front:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state["c"] = await run_in_threadpool(Collector, settings)
         if freeze_gc:
-            gc.collect()
-            gc.freeze()
+            settle_gc()
         try:
             yield
         finally:
@@ -330,4 +346,12 @@ class Front:
         await self.app(scope, receive, send)
 
 
-__all__ = ["DAY", "Collector", "Front", "Settings", "create_app"]
+__all__ = [
+    "DAY",
+    "GC_YOUNG_THRESHOLD",
+    "Collector",
+    "Front",
+    "Settings",
+    "create_app",
+    "settle_gc",
+]
