@@ -3,13 +3,14 @@ endpoint executes for one beacon, counted by valgrind (callgrind), so the number
 does not move with other work on the machine as requests/s do.
 
 The endpoint (:meth:`perfpulse.ingest.receiver.Receiver.rum`) runs in-process on
-uvloop, 64 requests at a time, in a collector whose writer is stopped (its garbage collector set as
-``perfpulse serve`` sets it, :func:`perfpulse.server.settle_gc`): the key and
-origin checks, reading the body, decoding, normalizing, the dedupe, the spool
-append (``--fsync interval``, so the group write but no sync) and the answer. The
-baseline, through the same in-process driver, is :data:`bench.floor.raw`, the
-bare ASGI endpoint the ingest benchmark's floor serves; what uvicorn and the
-kernel do for a request is in neither. A program runs twice, with ``n0`` and
+uvloop, 64 requests at a time, in a collector whose writer is stopped and whose
+garbage collector is set as ``perfpulse serve`` sets it
+(:func:`perfpulse.server.settle_gc`): the key and origin checks, reading the
+body, decoding, normalizing, the dedupe, the spool append (``--fsync interval``,
+so the group write but no sync) and the answer. The baseline, through the same
+in-process driver, is :data:`bench.floor.raw`, the bare ASGI endpoint the ingest
+benchmark's floor serves; what uvicorn and the kernel do for a request is in
+neither. A program runs twice, with ``n0`` and
 ``n1`` beacons after the same warm-up, and the difference of the two counts over
 ``n1 - n0`` is a beacon's share (start-up and imports cancel out).
 

@@ -37,7 +37,7 @@ How to run (from the repository root, with the project's virtualenv):
 ```
 .venv/bin/python -m bench.run                  # all of them, full mode (~45 min)
 .venv/bin/python -m bench.run query accuracy   # some of them
-.venv/bin/python -m bench.run --quick          # smoke check, < 60 s each
+.venv/bin/python -m bench.run --quick          # smoke check, < 60 s each (handler ~3 min)
 .venv/bin/python -m bench.run --write          # and rewrite this file
 ```
 
@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(reports))
     if args.write:
         stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        stored.update({r.name: to_json(r) for r in reports})
+        # A report that measured nothing (the handler without valgrind) keeps the
+        # stored one: what an earlier run measured is not erased by what this one lacks.
+        stored.update({r.name: to_json(r) for r in reports if r.results})
         RESULTS.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
         latest = [from_json(stored[n]) for n in BENCHMARKS if n in stored]
         DOC.parent.mkdir(parents=True, exist_ok=True)
