@@ -14,7 +14,7 @@ test: setup lint typecheck
 
 setup: system $(VENV)/.installed browser
 
-$(VENV)/.installed: pyproject.toml setup.py src/perfpulse/agent/_speedups.c
+$(VENV)/.installed: pyproject.toml setup.py src/perfpulse/agent/_speedups.c src/perfpulse/ingest/_beacon.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -81,6 +81,7 @@ def stored_http_count(server: Server) -> int:
 
 BAD_BATCHES: list[tuple[str, Any, str | None]] = [
     ("not json", b"{nope", None),
+    ("a string not UTF-8", b'{"batch_id":"b\xff","resource":{"service":"s"},"events":[]}', None),
     (
         "events not a list",
         {"batch_id": "b", "resource": {"service": "s"}, "events": {}},
@@ -267,6 +268,11 @@ BAD_BEACONS: list[tuple[str, bytes, str | None]] = [
     ("attribution an array", json.dumps(_lcp_attribution([{"a": 1}])).encode(), None),
     ("attribution a bool", json.dumps(_lcp_attribution(True)).encode(), None),
     ("attribution truncated", json.dumps(beacon())[:-40].encode(), None),
+    (
+        "a string not UTF-8",
+        json.dumps(beacon(browser="fire-fox")).encode().replace(b"-", b"\xff"),
+        None,
+    ),
 ]
 BAD_BEACON_FIELDS = {
     "mistyped value": "$.vitals[0].value",

@@ -43,6 +43,7 @@ from perfpulse.ingest.redact import redact_url
 from perfpulse.ingest.routes import OTHER, RouteFolder, template_path
 from perfpulse.model.catalog import VITALS
 from perfpulse.model.events import (
+    BEACON_DECODER,
     NO_ATTRIBUTION,
     Batch,
     Beacon,
@@ -413,6 +414,29 @@ class Normalizer:
             out.accepted += len(http)
         return out
 
+    def page(self, service: str, url: str) -> str:
+        """The stored page of a view of ``url``: its path's template, folded at the cap."""
+        return self.folder.fold(service, _page_of(url))
+
+    def beacon_body(self, body: bytes) -> tuple[str, int, Normalized]:
+        """A beacon as it came (``POST /api/v1/rum``'s body): its id, how many events
+        it holds (the view and its vitals), and what it becomes, as
+        :meth:`beacon` makes it of ``BEACON_DECODER.decode(body)``, whose errors
+        it raises.
+
+        The usual beacon takes the compiled path (:mod:`perfpulse.ingest._beacon`,
+        when it was built), which makes the same document in one pass over the
+        body; anything else, a bad beacon or a dropped vital among them, this
+        Python path."""
+        if _fast is not None:
+            lo, hi = self._window()
+            done = _fast(body, lo, hi, self.page)
+            if done is not None:
+                view_id, vitals, document = done
+                return view_id, 1 + vitals, Normalized(beacons=[document], accepted=1 + vitals)
+        b = BEACON_DECODER.decode(body)
+        return b.id, 1 + len(b.vitals), self.beacon(b)
+
     def beacon(self, b: Beacon) -> Normalized:
         """A page view, as one :class:`~perfpulse.model.rows.StoredBeacon` document:
         storage unnests it into the view's row, one row per kept vital and one per
@@ -429,7 +453,7 @@ class Normalizer:
         if problem is not None:
             out.dropped[problem] += 1 + len(b.vitals)
             return out
-        page = self.folder.fold(b.service, _page_of(b.url))
+        page = self.page(b.service, b.url)
         b.url = redact_url(b.url)
         nav = b.nav
         if nav is not None and not _phases_in_range(nav):
@@ -510,11 +534,8 @@ def _vital_problem(name: str, value: float) -> str:
 def _attribution(raw: msgspec.Raw, index: int) -> str | None:
     """A vital's attribution as stored (see :func:`attribution_text`); a value that
     is not an object refuses the beacon, naming the field as the decoder does."""
-    text = bytes(raw)
     try:
-        if len(text) > _ATTRIBUTION_CACHE_MAX_LEN:
-            return _attribution_text(text)
-        return attribution_text(text)
+        return stored_attribution(bytes(raw))
     except TypeError as exc:
         raise msgspec.ValidationError(
             f"Expected `object | null`, got `{exc}` - at `$.vitals[{index}].attribution`"
@@ -552,6 +573,14 @@ attribution_text = lru_cache(maxsize=512)(_attribution_text)
 repeat (the same LCP image, the same button), so most cost a beacon one lookup."""
 
 
+def stored_attribution(text: bytes) -> str | None:
+    """:func:`attribution_text`, past the cache for a text longer than
+    :data:`_ATTRIBUTION_CACHE_MAX_LEN`."""
+    if len(text) > _ATTRIBUTION_CACHE_MAX_LEN:
+        return _attribution_text(text)
+    return attribution_text(text)
+
+
 def _redact_attribution(value: object) -> object:
     """URLs inside an attribution object lose their query values too."""
     if isinstance(value, str):
@@ -561,3 +590,30 @@ def _redact_attribution(value: object) -> object:
     if isinstance(value, list):
         return [_redact_attribution(v) for v in value]
     return value
+
+
+def _compiled() -> (
+    Callable[[bytes, float, float, Callable[[str, str], str]], tuple[str, int, bytes] | None] | None
+):
+    """The compiled beacon path, set up with the Python path's callables and
+    bounds; None when the extension was not built."""
+    try:
+        from perfpulse.ingest import _beacon
+    except ImportError:  # built without a C compiler: every beacon takes the Python path
+        return None
+    from perfpulse.ingest import redact
+
+    _beacon.configure(
+        redact_url,
+        stored_attribution,
+        [_VITAL_LIMITS[name] for name in ("LCP", "INP", "CLS", "FCP", "TTFB", "FID")],
+        MAX_DURATION_MS,
+        redact._redact_cached,
+        redact._CACHE_MAX_LEN,
+        attribution_text,
+        _ATTRIBUTION_CACHE_MAX_LEN,
+    )
+    return _beacon.normalize
+
+
+_fast = _compiled()

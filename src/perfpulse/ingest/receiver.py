@@ -34,7 +34,7 @@ from perfpulse.ingest.body import BodyError, Disconnected, OtlpError, read_asgi_
 from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
 from perfpulse.keys import Keys, bearer, matches
-from perfpulse.model.events import BATCH_DECODER, BEACON_DECODER
+from perfpulse.model.events import BATCH_DECODER
 from perfpulse.model.rows import RECORD_ENCODER, SpoolRecord, column_document
 from perfpulse.spool import Spool, SpoolFull
 from perfpulse.telemetry import CollectorMetrics
@@ -270,8 +270,8 @@ class Receiver:
         else:
 
             def decode(body: bytes) -> tuple[str, int, Normalized]:
-                beacon = BEACON_DECODER.decode(body)
-                return "public:" + beacon.id, 1 + len(beacon.vitals), self.normalizer.beacon(beacon)
+                view_id, total, out = self.normalizer.beacon_body(body)
+                return "public:" + view_id, total, out
 
             try:
                 answer = await self._ingest("rum", self._asgi_body(head, receive), decode, cors)
@@ -347,6 +347,9 @@ class Receiver:
             return self._refuse(endpoint, _Refused(exc.status, exc.reason, exc.message), headers)
         except msgspec.DecodeError as exc:
             return self._refuse(endpoint, _decode_error(exc), headers)
+        except UnicodeDecodeError:  # msgspec's error for bytes in a string that are not UTF-8
+            message = "JSON is malformed: a string is not valid UTF-8"
+            return self._refuse(endpoint, _Refused(400, "bad_json", message), headers)
         except OtlpError as exc:
             return self._refuse(endpoint, _Refused(400, "bad_otlp", str(exc)), headers)
         if not self.recent.add(key):
