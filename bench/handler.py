@@ -14,10 +14,12 @@ neither. A program runs twice, with ``n0`` and
 ``n1`` beacons after the same warm-up, and the difference of the two counts over
 ``n1 - n0`` is a beacon's share (start-up and imports cancel out).
 
-Parts of the path are counted the same way in plain loops: decoding
-(``BEACON_DECODER``), normalizing (:meth:`~perfpulse.ingest.normalize.Normalizer.beacon`,
-the stored document's JSON encoding included), and the spool record (MessagePack
-and its CRC); each less the loop that only builds the bodies. Needs valgrind
+Parts of the path are counted the same way in plain loops: decoding and
+normalizing into the stored document
+(:meth:`~perfpulse.ingest.normalize.Normalizer.beacon_body`, which takes the
+compiled path of :mod:`perfpulse.ingest._beacon` when it was built, as the
+endpoint does), and the spool record (MessagePack and its CRC); each less the
+loop that only builds the bodies. Needs valgrind
 (``apt-get install valgrind``); ``--quick`` counts the endpoint and the baseline
 only, with fewer beacons.
 """
@@ -42,7 +44,7 @@ NAME = "handler"
 TITLE = "Beacon handler instructions"
 WARM = 640  # beacons before the counted ones: caches filled, every variant seen
 CONCURRENT = 64
-STAGES = ("bare", "rum", "bodies", "decode", "normalize", "record")
+STAGES = ("bare", "rum", "bodies", "normalize", "record")
 _TOTAL = re.compile(r"Collected : (\d+)")
 _LINE = re.compile(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S.*)")
 
@@ -135,19 +137,14 @@ def drive(stage: str, n: int) -> None:
         elif stage == "rum":
             _serve(collector.receiver.rum, bodies)
         else:
-            from perfpulse.model.events import BEACON_DECODER
             from perfpulse.model.rows import RECORD_ENCODER, SpoolRecord
             from perfpulse.spool.file import _crc
 
-            decode = BEACON_DECODER.decode
-            normalize = collector.receiver.normalizer.beacon
+            normalize = collector.receiver.normalizer.beacon_body
             for body in bodies:
-                beacon = decode(body)
-                if stage == "decode":
-                    continue
-                out = normalize(beacon)
+                view_id, _, out = normalize(body)
                 if stage == "record":
-                    record = SpoolRecord("public:" + beacon.id, 0.0, {}, {}, out.beacons, {})
+                    record = SpoolRecord("public:" + view_id, 0.0, {}, {}, out.beacons, {})
                     _crc(1, RECORD_ENCODER.encode(record))
 
 
@@ -228,8 +225,7 @@ def run(quick: bool = False) -> Report:
     if "bodies" in per:
         base = per["bodies"]
         parts = [
-            ("decoding (msgspec, typed)", per["decode"] - base),
-            ("normalizing, the stored document's JSON included", per["normalize"] - per["decode"]),
+            ("decoding and normalizing into the stored document", per["normalize"] - base),
             ("the spool record (MessagePack, CRC)", per["record"] - per["normalize"]),
         ]
         rest = rum - bare - sum(v for _, v in parts)

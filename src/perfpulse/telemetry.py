@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -23,14 +23,39 @@ class _Live(Collector):
         return self._read()
 
 
+class Tally(Collector):
+    """A counter with one label, for the event loop's busiest path: a plain dict
+    of floats, added to without a lock (prometheus_client's counters take one
+    and cost 0.9 µs an ``inc``, against 0.15). Only the event loop's thread may
+    add; a scrape from any thread reads it."""
+
+    def __init__(self, name: str, doc: str, label: str, registry: CollectorRegistry) -> None:
+        self.name, self.doc, self.label = name, doc, label
+        self.counts: dict[str, float] = {}
+        registry.register(self)
+
+    def inc(self, value: str, amount: float = 1) -> None:
+        counts = self.counts
+        counts[value] = counts.get(value, 0) + amount
+
+    def get(self, value: str) -> float:
+        return self.counts.get(value, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, count in list(self.counts.items()):
+            family.add_metric([value], count)
+        yield family
+
+
 class CollectorMetrics:
     """Counters and histograms updated by ingest and the writer."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.events_accepted = Counter(
-            "perfpulse_events_accepted", "Events accepted, by endpoint.", ["endpoint"], registry=r
+        self.events_accepted = Tally(
+            "perfpulse_events_accepted", "Events accepted, by endpoint.", "endpoint", r
         )
         self.events_rejected = Counter(
             "perfpulse_events_rejected",
@@ -78,4 +103,4 @@ def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = Non
     return family
 
 
-__all__ = ["CollectorMetrics", "Gauge", "gauge"]
+__all__ = ["CollectorMetrics", "Gauge", "Tally", "gauge"]

@@ -5,8 +5,10 @@ The limit applies to the body as received *and* as inflated: a declared
 body is cut off as soon as it passes the limit, and gzip is inflated in bounded
 steps so a gzip bomb is refused after at most ``limit + 1`` bytes of output.
 
-A pure ASGI endpoint reads with :func:`read_asgi_body` straight from ``receive``;
-a Starlette endpoint with :func:`read_body` from ``request.stream()``.
+A pure ASGI endpoint reads with :func:`read_asgi_body` straight from ``receive``
+(or, to spare a coroutine, checks the headers with :func:`body_encoding`, awaits
+the first message itself and takes the body from it with :func:`first_body`);
+a Starlette endpoint reads with :func:`read_body` from ``request.stream()``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 
 class BodyError(Exception):
@@ -35,7 +37,7 @@ class Disconnected(Exception):
     """The client went away before its body was read: there is no one to answer."""
 
 
-def _encoding(content_length: str | None, content_encoding: str | None, limit: int) -> str:
+def body_encoding(content_length: str | None, content_encoding: str | None, limit: int) -> str:
     """The body's encoding, once its two headers pass; a declared length over the
     limit is refused before a byte is read."""
     if content_length is not None:
@@ -62,7 +64,7 @@ async def read_body(
     limit: int,
 ) -> bytes:
     """The body of a request with these two headers, at most ``limit`` bytes."""
-    encoding = _encoding(content_length, content_encoding, limit)
+    encoding = body_encoding(content_length, content_encoding, limit)
     parts: list[bytes] = []
     received = 0
     async for chunk in chunks:
@@ -79,25 +81,43 @@ async def read_asgi_body(
 ) -> bytes:
     """:func:`read_body` of an ASGI ``http`` request, read from ``receive`` itself:
     a body that comes in one message (a beacon, the usual batch) costs one call."""
-    encoding = _encoding(content_length, content_encoding, limit)
+    encoding = body_encoding(content_length, content_encoding, limit)
     message = await receive()
+    body = first_body(message, encoding, limit)
+    if body is None:
+        body = await rest_of_body(message, receive, encoding, limit)
+    return body
+
+
+def first_body(message: Message, encoding: str, limit: int) -> bytes | None:
+    """The body, when ``message``, the request's first, holds all of it (inflated
+    if ``encoding`` is gzip); None when more messages follow."""
     if message["type"] == "http.disconnect":
         raise Disconnected
-    body: bytes = message.get("body", b"")
     if message.get("more_body", False):
-        parts, received = [body], len(body)
-        while True:
-            if received > limit:
-                raise _too_large(limit)
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise Disconnected
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(parts)
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise _too_large(limit)
+    return inflate(body, limit) if encoding == "gzip" else body
+
+
+async def rest_of_body(message: Message, receive: Receive, encoding: str, limit: int) -> bytes:
+    """The body of a request whose first ``message`` said more would follow."""
+    body: bytes = message.get("body", b"")
+    parts, received = [body], len(body)
+    while True:
+        if received > limit:
+            raise _too_large(limit)
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = b"".join(parts)
     if len(body) > limit:
         raise _too_large(limit)
     return inflate(body, limit) if encoding == "gzip" else body

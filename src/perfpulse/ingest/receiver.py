@@ -25,12 +25,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from perfpulse.ingest.body import BodyError, Disconnected, OtlpError, read_asgi_body, read_body
+from perfpulse.ingest.body import (
+    BodyError,
+    Disconnected,
+    OtlpError,
+    body_encoding,
+    first_body,
+    read_asgi_body,
+    read_body,
+    rest_of_body,
+)
 from perfpulse.ingest.dedupe import RecentBatches
 from perfpulse.ingest.normalize import Normalized, Normalizer, new_id
 from perfpulse.keys import Keys, bearer, matches
@@ -72,14 +80,28 @@ class Answer:
         return cls(status, _json(content), headers)
 
     async def send(self, send: Send) -> None:
+        headers = self.headers
+        if headers is None or type(headers) is _Encoded:  # the usual answers: made once
+            made = _PLAIN if headers is None else headers.answers
+            raw = made.get((len(self.body), self.media_type))
+            if raw is None:
+                raw = self._raw()
+                if len(made) < 64:
+                    made[len(self.body), self.media_type] = raw
+        else:
+            raw = self._raw()
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
+
+    def _raw(self) -> list[tuple[bytes, bytes]]:
+        """The answer's headers as ASGI takes them."""
         raw = [
             (b"content-type", self.media_type.encode("latin-1")),
             (b"content-length", str(len(self.body)).encode("latin-1")),
         ]
         if self.headers:
             raw += _raw_headers(self.headers)
-        await send({"type": "http.response.start", "status": self.status, "headers": raw})
-        await send({"type": "http.response.body", "body": self.body})
+        return raw
 
     def response(self) -> Response:
         return Response(self.body, self.status, self.headers, self.media_type)
@@ -94,13 +116,19 @@ def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 class _Encoded(dict[str, str]):
     """Headers sent again and again (the CORS headers of an origin), with their
-    ASGI form made once. Not to be changed once made."""
+    ASGI form made once, and the whole header list of each kind of answer that
+    carries them (by body length and media type). Not to be changed once made."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("answers", "raw")
 
     def __init__(self, headers: dict[str, str]) -> None:
         super().__init__(headers)
         self.raw = _raw_headers(headers)
+        self.answers: dict[tuple[int, str], list[tuple[bytes, bytes]]] = {}
+
+
+# (body length, media type) -> the header list of an answer without headers of its own
+_PLAIN: dict[tuple[int, str], list[tuple[bytes, bytes]]] = {}
 
 
 # (accepted, events) -> the body of a 202 that dropped nothing, for small batches
@@ -186,7 +214,6 @@ class Receiver:
         self.clock = clock
         self.max_body = max_body
         self._otlp_decoder: OtlpDecoder | None = None  # made (and protobuf imported) on first use
-        self._accepted: dict[str, Counter] = {}  # label children, made on first use
         self._cors_cache: dict[str | None, dict[str, str]] = {}
 
     @property
@@ -268,16 +295,27 @@ class Receiver:
                 "rum", _Refused(403, "bad_origin", f"origin {origin!r} is not allowed")
             )
         else:
-
-            def decode(body: bytes) -> tuple[str, int, Normalized]:
-                view_id, total, out = self.normalizer.beacon_body(body)
-                return "public:" + view_id, total, out
-
+            # the body read here rather than by read_asgi_body: a coroutine less
+            limit = self.max_body
             try:
-                answer = await self._ingest("rum", self._asgi_body(head, receive), decode, cors)
+                encoding = body_encoding(
+                    head.get("content-length"), head.get("content-encoding"), limit
+                )
+                message = await receive()
+                body = first_body(message, encoding, limit)
+                if body is None:
+                    body = await rest_of_body(message, receive, encoding, limit)
+            except BodyError as exc:
+                answer = self._refuse("rum", _Refused(exc.status, exc.reason, exc.message), cors)
             except Disconnected:
                 return
+            else:
+                answer = await self._keep("rum", body, self._decode_beacon, cors)
         await answer.send(send)
+
+    def _decode_beacon(self, body: bytes) -> tuple[str, int, Normalized]:
+        view_id, total, out = self.normalizer.beacon_body(body)
+        return "public:" + view_id, total, out
 
     async def rum_preflight(self, request: Request) -> Response:
         cors = self._cors(request.headers.get("origin"))
@@ -339,10 +377,24 @@ class Receiver:
         headers: dict[str, str] | None = None,
         respond: Callable[[Normalized], Answer] | None = None,
     ) -> Answer:
-        """Read ``body`` (a coroutine of :mod:`perfpulse.ingest.body`), decode it,
-        spool it, and answer."""
+        """Read ``body`` (a coroutine of :mod:`perfpulse.ingest.body`), then :meth:`_keep` it."""
         try:
-            key, total, out = decode(await body)
+            data = await body
+        except BodyError as exc:
+            return self._refuse(endpoint, _Refused(exc.status, exc.reason, exc.message), headers)
+        return await self._keep(endpoint, data, decode, headers, respond)
+
+    async def _keep(
+        self,
+        endpoint: str,
+        body: bytes,
+        decode: Callable[[bytes], tuple[str, int, Normalized]],
+        headers: dict[str, str] | None = None,
+        respond: Callable[[Normalized], Answer] | None = None,
+    ) -> Answer:
+        """Decode ``body``, spool what it holds, and answer."""
+        try:
+            key, total, out = decode(body)
         except BodyError as exc:
             return self._refuse(endpoint, _Refused(exc.status, exc.reason, exc.message), headers)
         except msgspec.DecodeError as exc:
@@ -356,7 +408,9 @@ class Receiver:
             self.metrics.duplicate_batches.inc()
             return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
         if not out.empty:
-            columns = {t: column_document(t, c) for t, c in out.columns.items()}
+            columns = (
+                {t: column_document(t, c) for t, c in out.columns.items()} if out.columns else {}
+            )
             record = SpoolRecord(key, self.clock(), out.rows, {}, out.beacons, columns)
             try:
                 await self.spool.append(_encode(record))
@@ -366,10 +420,7 @@ class Receiver:
                 return self._refuse(
                     endpoint, _Refused(503, reason, "collector is full, retry later"), headers
                 )
-        accepted = self._accepted.get(endpoint)
-        if accepted is None:
-            accepted = self._accepted[endpoint] = self.metrics.events_accepted.labels(endpoint)
-        accepted.inc(out.accepted)
+        self.metrics.events_accepted.inc(endpoint, out.accepted)
         for reason, n in out.dropped.items():
             self.metrics.events_rejected.labels(reason).inc(n)
         if respond is not None:
