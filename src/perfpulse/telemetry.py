@@ -38,9 +38,6 @@ class Tally(Collector):
         counts = self.counts
         counts[value] = counts.get(value, 0) + amount
 
-    def get(self, value: str) -> float:
-        return self.counts.get(value, 0)
-
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
         for value, count in list(self.counts.items()):

@@ -16,13 +16,11 @@ import msgspec
 import pytest
 
 from perfpulse.demo import Workload
-from perfpulse.ingest import normalize
+from perfpulse.ingest import _beacon, normalize  # built by make test (setup.py)
 from perfpulse.ingest.normalize import Normalized, Normalizer
 from perfpulse.ingest.routes import RouteFolder
 from perfpulse.model import events
 from perfpulse.model.events import BEACON_DECODER
-
-_beacon = pytest.importorskip("perfpulse.ingest._beacon")  # see test_the_extension_is_built
 
 RETENTION = 14 * 86400.0
 

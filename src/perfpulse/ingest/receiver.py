@@ -13,8 +13,9 @@ number of events accepted and dropped (with reasons).
 
 ``POST /api/v1/events`` and ``POST /api/v1/rum`` are pure ASGI endpoints, so the
 busiest paths run without a framework in between; OTLP and the CORS preflight
-are Starlette endpoints. Both kinds share :meth:`Receiver._ingest`, which answers
-with an :class:`Answer`.
+are Starlette endpoints. All of them share :meth:`Receiver._keep` (decode, spool,
+count), which answers with an :class:`Answer`; ``POST /api/v1/rum`` reads its
+body itself, the others through :meth:`Receiver._ingest`.
 """
 
 from __future__ import annotations
