@@ -177,7 +177,9 @@ def _count(stage: str, n: int, out: Path) -> int:
 def _functions(path: Path) -> dict[str, int]:
     """Instructions by function (own cost) in a callgrind output file."""
     text = subprocess.run(
-        ["callgrind_annotate", "--auto=no", "--threshold=100", str(path)], capture_output=True, text=True
+        ["callgrind_annotate", "--auto=no", "--threshold=100", str(path)],
+        capture_output=True,
+        text=True,
     ).stdout
     out: dict[str, int] = {}
     for line in text.splitlines():
