@@ -397,6 +397,24 @@ literal(Parser *ps, const char *word, Py_ssize_t n)
     return 0;
 }
 
+/* After a member of an array or object: 1 when a comma says another follows,
+   0 at the closing `close` (passed over), FAIL at anything else. */
+static inline int
+more(Parser *ps, char close)
+{
+    ws(ps);
+    if (ps->p < ps->end) {
+        char c = *ps->p++;
+        if (c == ',') {
+            return 1;
+        }
+        if (c == close) {
+            return 0;
+        }
+    }
+    return FAIL;
+}
+
 /* Any JSON value (of the restricted strings), validated and passed over. */
 static int
 skip(Parser *ps, int depth)
@@ -432,19 +450,13 @@ skip(Parser *ps, int depth)
             if (skip(ps, depth + 1) < 0) {
                 return FAIL;
             }
-            ws(ps);
-            if (ps->p >= ps->end) {
+            int m = more(ps, ']');
+            if (m < 0) {
                 return FAIL;
             }
-            if (*ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (*ps->p == ']') {
-                ps->p++;
+            if (m == 0) {
                 return 0;
             }
-            return FAIL;
         }
     case '{':
         ps->p++;
@@ -466,19 +478,13 @@ skip(Parser *ps, int depth)
             if (skip(ps, depth + 1) < 0) {
                 return FAIL;
             }
-            ws(ps);
-            if (ps->p >= ps->end) {
+            int m = more(ps, '}');
+            if (m < 0) {
                 return FAIL;
             }
-            if (*ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (*ps->p == '}') {
-                ps->p++;
+            if (m == 0) {
                 return 0;
             }
-            return FAIL;
         }
     default:
         return number(ps, &scratch, &is_int);
@@ -607,19 +613,13 @@ parse_value(Parser *ps, const Field *f, Val *v)
                 return FAIL;
             }
             v->count++;
-            ws(ps);
-            if (ps->p >= ps->end) {
+            int m = more(ps, ']');
+            if (m < 0) {
                 return FAIL;
             }
-            if (*ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (*ps->p == ']') {
-                ps->p++;
+            if (m == 0) {
                 return 0;
             }
-            return FAIL;
         }
     }
     }
@@ -685,19 +685,13 @@ parse_struct(Parser *ps, const Schema *schema, int block)
                 }
                 next = i + 1 == schema->n ? 0 : i + 1;
             }
-            ws(ps);
-            if (ps->p >= ps->end) {
+            int m = more(ps, '}');
+            if (m < 0) {
                 return FAIL;
             }
-            if (*ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (*ps->p == '}') {
-                ps->p++;
+            if (m == 0) {
                 break;
             }
-            return FAIL;
         }
     }
     for (int i = 0; i < schema->n; i++) {
