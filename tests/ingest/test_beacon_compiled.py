@@ -58,7 +58,7 @@ def _agree(body: bytes, fast: Normalizer, slow: Normalizer) -> bool:
     assert isinstance(want, Normalized), (body, want)
     assert not want.dropped, body
     view_id, vitals, document = done
-    assert "public:" + view_id == "public:" + BEACON_DECODER.decode(body).id
+    assert view_id == BEACON_DECODER.decode(body).id
     assert 1 + vitals == want.accepted
     assert json.loads(document) == json.loads(want.beacons[0]), body
     return True
