@@ -415,13 +415,39 @@ more(Parser *ps, char close)
     return FAIL;
 }
 
+/* Past the opening bracket or brace at p: 1 (and past it) when `close` follows
+   at once, an empty array or object; 0 when members follow. */
+static inline int
+opened(Parser *ps, char close)
+{
+    ps->p++;
+    ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* The colon after a member's key. */
+static inline int
+colon(Parser *ps)
+{
+    ws(ps);
+    if (ps->p >= ps->end || *ps->p != ':') {
+        return FAIL;
+    }
+    ps->p++;
+    return 0;
+}
+
 /* Any JSON value (of the restricted strings), validated and passed over. */
 static int
 skip(Parser *ps, int depth)
 {
     const char *s;
     Py_ssize_t n;
-    int is_int;
+    int is_int, m;
     Val scratch;
     if (depth > MAX_DEPTH) {
         return FAIL;
@@ -440,52 +466,27 @@ skip(Parser *ps, int depth)
     case 'n':
         return literal(ps, "null", 4);
     case '[':
-        ps->p++;
-        ws(ps);
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
+        if (opened(ps, ']')) {
             return 0;
         }
-        for (;;) {
+        do {
             if (skip(ps, depth + 1) < 0) {
                 return FAIL;
             }
-            int m = more(ps, ']');
-            if (m < 0) {
-                return FAIL;
-            }
-            if (m == 0) {
-                return 0;
-            }
-        }
+        } while ((m = more(ps, ']')) > 0);
+        return m;
     case '{':
-        ps->p++;
-        ws(ps);
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
+        if (opened(ps, '}')) {
             return 0;
         }
-        for (;;) {
+        do {
             ws(ps);
-            if (ps->p >= ps->end || *ps->p != '"' || plain_string(ps, &s, &n) < 0) {
+            if (ps->p >= ps->end || *ps->p != '"' || plain_string(ps, &s, &n) < 0 ||
+                colon(ps) < 0 || skip(ps, depth + 1) < 0) {
                 return FAIL;
             }
-            ws(ps);
-            if (ps->p >= ps->end || *ps->p != ':') {
-                return FAIL;
-            }
-            ps->p++;
-            if (skip(ps, depth + 1) < 0) {
-                return FAIL;
-            }
-            int m = more(ps, '}');
-            if (m < 0) {
-                return FAIL;
-            }
-            if (m == 0) {
-                return 0;
-            }
-        }
+        } while ((m = more(ps, '}')) > 0);
+        return m;
     default:
         return number(ps, &scratch, &is_int);
     }
@@ -591,16 +592,14 @@ parse_value(Parser *ps, const Field *f, Val *v)
         if (c != '[') {
             return FAIL;
         }
-        ps->p++;
         v->type = T_LIST;
         v->block = ps->used;
         v->count = 0;
-        ws(ps);
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
+        if (opened(ps, ']')) {
             return 0;
         }
-        for (;;) {
+        int m;
+        do {
             ws(ps);
             /* items are consecutive blocks: their schemas hold no struct or list */
             if (ps->p >= ps->end || *ps->p != '{' || v->count >= limit ||
@@ -613,14 +612,8 @@ parse_value(Parser *ps, const Field *f, Val *v)
                 return FAIL;
             }
             v->count++;
-            int m = more(ps, ']');
-            if (m < 0) {
-                return FAIL;
-            }
-            if (m == 0) {
-                return 0;
-            }
-        }
+        } while ((m = more(ps, ']')) > 0);
+        return m;
     }
     }
     return FAIL;
@@ -636,12 +629,7 @@ parse_struct(Parser *ps, const Schema *schema, int block)
         vals[i].type = T_ABSENT;
         vals[i].count = 0; /* an absent list has no items */
     }
-    ps->p++;
-    ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-    }
-    else {
+    if (!opened(ps, '}')) {
         for (;;) {
             const char *key;
             Py_ssize_t n;
@@ -663,14 +651,9 @@ parse_struct(Parser *ps, const Schema *schema, int block)
                     break;
                 }
             }
-            if (tries == 0 && plain_string(ps, &key, &n) < 0) {
+            if ((tries == 0 && plain_string(ps, &key, &n) < 0) || colon(ps) < 0) {
                 return FAIL;
             }
-            ws(ps);
-            if (ps->p >= ps->end || *ps->p != ':') {
-                return FAIL;
-            }
-            ps->p++;
             if (tries == 0) {
                 if (skip(ps, 1) < 0) { /* a key the wire format does not have */
                     return FAIL;
@@ -849,7 +832,8 @@ put_str(Buf *b, PyObject *str)
     return 0;
 }
 
-static int put_struct(Buf *b, const Parser *ps, const Schema *schema, int block);
+static int put_struct(Buf *b, const Parser *ps, const Schema *schema, int block, int given,
+                      PyObject *text);
 
 /* A number as it came; an integer in a float field as a float, as msgspec reads
    it (the database then reads the same double from "12.0" as from 12.0). */
@@ -875,14 +859,14 @@ put_field(Buf *b, const Parser *ps, const Field *f, const Val *v)
     case T_FALSE:
         return PUT(b, "false");
     case T_STRUCT:
-        return put_struct(b, ps, f->sub, v->block);
+        return put_struct(b, ps, f->sub, v->block, -1, NULL);
     case T_LIST:
         if (PUT(b, "[") < 0) {
             return FAIL;
         }
         for (int i = 0; i < v->count; i++) {
             if ((i && PUT(b, ",") < 0) ||
-                put_struct(b, ps, f->sub, v->block + i * f->sub->n) < 0) {
+                put_struct(b, ps, f->sub, v->block + i * f->sub->n, -1, NULL) < 0) {
                 return FAIL;
             }
         }
@@ -894,11 +878,11 @@ put_field(Buf *b, const Parser *ps, const Field *f, const Val *v)
     }
 }
 
-/* `"name":` */
+/* `"name":` of field f, after a comma unless it is the first */
 static inline int
-put_key(Buf *b, const char *name, int first)
+put_key(Buf *b, const Field *f, int first)
 {
-    Py_ssize_t n = (Py_ssize_t)strlen(name);
+    Py_ssize_t n = f->len;
     if (b->len + n + 4 > b->cap && grow(b, n + 4) < 0) {
         return FAIL;
     }
@@ -907,7 +891,7 @@ put_key(Buf *b, const char *name, int first)
         *out++ = ',';
     }
     *out++ = '"';
-    memcpy(out, name, (size_t)n);
+    memcpy(out, f->name, (size_t)n);
     out += n;
     *out++ = '"';
     *out++ = ':';
@@ -915,16 +899,19 @@ put_key(Buf *b, const char *name, int first)
     return 0;
 }
 
+/* An object of schema's fields from pool[block ...]; the field `given` (or none,
+   -1) is written as the str `text` instead (a redacted URL). */
 static int
-put_struct(Buf *b, const Parser *ps, const Schema *schema, int block)
+put_struct(Buf *b, const Parser *ps, const Schema *schema, int block, int given,
+           PyObject *text)
 {
     const Val *vals = ps->pool + block;
     if (PUT(b, "{") < 0) {
         return FAIL;
     }
     for (int i = 0; i < schema->n; i++) {
-        if (put_key(b, schema->f[i].name, i == 0) < 0 ||
-            put_field(b, ps, &schema->f[i], &vals[i]) < 0) {
+        if (put_key(b, &schema->f[i], i == 0) < 0 ||
+            (i == given ? put_str(b, text) : put_field(b, ps, &schema->f[i], &vals[i])) < 0) {
             return FAIL;
         }
     }
@@ -1176,24 +1163,12 @@ put_items(Buf *b, Parser *ps, const Val *list, const Schema *sub, uint64_t keep,
         if (!(keep & (1ULL << i))) {
             continue;
         }
-        const Val *vals = &ps->pool[list->block + i * sub->n];
-        if ((!first && PUT(b, ",") < 0) || PUT(b, "{") < 0) {
+        if ((!first && PUT(b, ",") < 0) ||
+            put_struct(b, ps, sub, list->block + i * sub->n, urls ? E_URL : -1,
+                       urls ? urls[i] : NULL) < 0) {
             return FAIL;
         }
         first = 0;
-        for (int k = 0; k < sub->n; k++) {
-            if (put_key(b, sub->f[k].name, k == 0) < 0) {
-                return FAIL;
-            }
-            int r = urls != NULL && k == E_URL ? put_str(b, urls[i])
-                                               : put_field(b, ps, &sub->f[k], &vals[k]);
-            if (r < 0) {
-                return FAIL;
-            }
-        }
-        if (PUT(b, "}") < 0) {
-            return FAIL;
-        }
     }
     return PUT(b, "]");
 }
@@ -1208,7 +1183,7 @@ put_beacon(Buf *b, Parser *ps, Work *w)
     }
     for (int i = 0; i < BEACON.n; i++) {
         const Field *f = &BEACON.f[i];
-        if (put_key(b, f->name, i == 0) < 0) {
+        if (put_key(b, f, i == 0) < 0) {
             return FAIL;
         }
         int r;
@@ -1226,22 +1201,9 @@ put_beacon(Buf *b, Parser *ps, Work *w)
             r = put_items(b, ps, &vals[i], &RESOURCE_ENTRY, w->keep_largest, w->largest);
             break;
         case B_LONG_TASKS:
-            if (vals[i].type != T_STRUCT) {
-                r = PUT(b, "null");
-                break;
-            }
-            r = PUT(b, "{");
-            for (int k = 0; r == 0 && k < LONG_TASKS.n; k++) {
-                const Val *v = &ps->pool[vals[i].block + k];
-                r = put_key(b, LONG_TASKS.f[k].name, k == 0);
-                if (r == 0) {
-                    r = k == L_WORST_SCRIPT ? put_str(b, w->worst)
-                                            : put_field(b, ps, &LONG_TASKS.f[k], v);
-                }
-            }
-            if (r == 0) {
-                r = PUT(b, "}");
-            }
+            r = vals[i].type != T_STRUCT
+                    ? PUT(b, "null")
+                    : put_struct(b, ps, &LONG_TASKS, vals[i].block, L_WORST_SCRIPT, w->worst);
             break;
         default:
             r = put_field(b, ps, f, &vals[i]);
