@@ -72,8 +72,7 @@ async def read_body(
         if received > limit:
             raise _too_large(limit)
         parts.append(chunk)
-    body = parts[0] if len(parts) == 1 else b"".join(parts)
-    return inflate(body, limit) if encoding == "gzip" else body
+    return _decoded(parts[0] if len(parts) == 1 else b"".join(parts), encoding, limit)
 
 
 async def read_asgi_body(
@@ -96,10 +95,7 @@ def first_body(message: Message, encoding: str, limit: int) -> bytes | None:
         raise Disconnected
     if message.get("more_body", False):
         return None
-    body: bytes = message.get("body", b"")
-    if len(body) > limit:
-        raise _too_large(limit)
-    return inflate(body, limit) if encoding == "gzip" else body
+    return _decoded(message.get("body", b""), encoding, limit)
 
 
 async def rest_of_body(message: Message, receive: Receive, encoding: str, limit: int) -> bytes:
@@ -117,7 +113,11 @@ async def rest_of_body(message: Message, receive: Receive, encoding: str, limit:
         parts.append(chunk)
         if not message.get("more_body", False):
             break
-    body = b"".join(parts)
+    return _decoded(b"".join(parts), encoding, limit)
+
+
+def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """A whole body as received, checked against the limit and inflated if gzip."""
     if len(body) > limit:
         raise _too_large(limit)
     return inflate(body, limit) if encoding == "gzip" else body
