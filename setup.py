@@ -1,10 +1,11 @@
 """The compiled parts of perfpulse: the ASGI middleware's per-request path and
-the collector's path for the usual browser beacon.
+the collector's path for the usual browser beacon, and the writer's reading of
+beacon documents into Arrow columns.
 
 Everything else about the package is in pyproject.toml. The extensions are
 optional: without a C compiler the install still succeeds, perfpulse.agent.asgi
-uses its Python middleware and every beacon takes the Python path of
-perfpulse.ingest.normalize.
+uses its Python middleware, every beacon takes the Python path of
+perfpulse.ingest.normalize, and DuckDB parses every beacon document.
 """
 
 from setuptools import Extension, setup
@@ -22,6 +23,12 @@ setup(
         Extension(
             "perfpulse.ingest._beacon",
             ["src/perfpulse/ingest/_beacon.c"],
+            optional=True,
+            extra_compile_args=FLAGS,
+        ),
+        Extension(
+            "perfpulse.store._columns",
+            ["src/perfpulse/store/_columns.c"],
             optional=True,
             extra_compile_args=FLAGS,
         ),

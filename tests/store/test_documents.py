@@ -179,7 +179,7 @@ def test_a_failed_flush_leaves_no_scratch_tables_behind(
     out = normalizer().beacon(BEACON_DECODER.decode(json.dumps(EDGE)))
     db = DuckDBBackend(None)
     with monkeypatch.context() as m:  # fails after the documents were loaded and unnested
-        m.setattr(sql, "flush_rollup", lambda tables: "SELECT no_such_column FROM _beacons")
+        m.setattr(sql, "flush_rollup", lambda tables: "SELECT no_such_column FROM series")
         with pytest.raises(duckdb.BinderException):
             db.write(Flush(beacons=out.beacons, checkpoint=1))
     assert rows(db, "rum_view") == []

@@ -44,6 +44,12 @@ from perfpulse.store.duckdb import explore, sql
 from perfpulse.store.duckdb.partcache import PartCache
 from perfpulse.store.retention import Retention
 
+_columnize: Callable[..., tuple[list[tuple[int, list[Any]]], list[int]]] | None
+try:  # optional, as the other extensions: without it DuckDB parses every document
+    from perfpulse.store._columns import columnize as _columnize
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _columnize = None
+
 if TYPE_CHECKING:  # reads load numpy (and the pieces) with their first question
     from perfpulse.store.duckdb.pieces import Grouped, Pieces, SeriesPart
 
@@ -74,6 +80,26 @@ def _relation(table: str, columns: Columns) -> Any:
     return na.c_array_from_buffers(
         _SCHEMAS[table], column_length(columns), [None], children=children
     )
+
+
+def _beacon_relations(documents: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+    """The beacon ``documents`` as one Arrow record batch per table of theirs
+    that has rows, read by :mod:`perfpulse.store._columns` (without the GIL),
+    and the documents it left for DuckDB to parse (all of them without it)."""
+    if _columnize is None:
+        return {}, documents
+    tables, leftover = _columnize(documents, sql.BEACON_PLAN)
+    relations = {}
+    for table, (rows, buffers) in zip(BEACON_TABLES, tables, strict=True):
+        if rows:
+            children = [
+                na.c_array_from_buffers(_ARROW[kind], rows, column)
+                for (_, kind), column in zip(LAYOUTS[table], buffers, strict=True)
+            ]
+            relations[table] = na.c_array_from_buffers(
+                _SCHEMAS[table], rows, [None], children=children
+            )
+    return relations, [documents[i] for i in leftover]
 
 
 #: A flush with less than this to parse and insert runs on one DuckDB thread.
@@ -297,16 +323,27 @@ class DuckDBBackend:
 
     def _write(self, flush: Flush) -> int:
         con = self._con
-        arrow = [t for t, columns in flush.tables.items() if column_length(columns)]
+        # per table, its Arrow relations by the name each is registered under, and the
+        # SELECTs of its other sources; a view joins them, a relation alone needs none
+        relations: dict[str, dict[str, Any]] = {}
+        for table, columns in flush.tables.items():
+            if column_length(columns):
+                relations[table] = {sql.rows_name(table): _relation(table, columns)}
+        beacons, parse = _beacon_relations(flush.beacons) if flush.beacons else ({}, [])
+        for table, relation in beacons.items():
+            relations.setdefault(table, {})[sql.beacon_arrow_name(table)] = relation
         documents = {t: docs for t, docs in flush.column_documents.items() if docs}
-        # per table, the SELECTs of its sources other than Arrow columns; a view joins
-        # them (and the Arrow relation, if any); Arrow columns alone need no view
         joined: dict[str, list[str]] = {}
-        if flush.beacons:
+        if parse:
             joined = {t: [sql.beacon_select(t)] for t in BEACON_TABLES}
         for table in documents:
             joined.setdefault(table, []).append(f"SELECT * FROM {sql.columns_name(table)}")
-        tables = list(dict.fromkeys([*arrow, *joined]))
+        for table, named in relations.items():
+            if len(named) == 1 and table not in joined:  # alone: the input itself
+                relations[table] = {sql.input_name(table): next(iter(named.values()))}
+            else:
+                joined.setdefault(table, []).extend(f"SELECT * FROM {name}" for name in named)
+        tables = list(dict.fromkeys([*relations, *joined]))
         registered: list[str] = []
         scratch: list[str] = []  # the temporary views and tables, in the order to drop them
         hours: set[int] = set()
@@ -314,21 +351,19 @@ class DuckDBBackend:
         with self._lock:
             con.execute("BEGIN")
             try:
-                for table in arrow:
-                    name = sql.rows_name(table) if table in joined else sql.input_name(table)
-                    con.register(name, _relation(table, flush.tables[table]))
-                    registered.append(name)
+                for named in relations.values():
+                    for name, relation in named.items():
+                        con.register(name, relation)
+                        registered.append(name)
                 # the documents as text, parsed by DuckDB: no value of theirs becomes a
                 # Python object here, with the GIL held
-                if flush.beacons:
-                    con.execute(sql.LOAD_BEACONS, [[d.decode() for d in flush.beacons]])
+                if parse:
+                    con.execute(sql.LOAD_BEACONS, [[d.decode() for d in parse]])
                     scratch.append(sql.BEACONS)
                 for table, docs in documents.items():
                     con.execute(sql.load_columns(table), [[d.decode() for d in docs]])
                     scratch.append(sql.columns_name(table))
                 for table, selects in joined.items():
-                    if table in arrow:
-                        selects = [*selects, f"SELECT * FROM {sql.rows_name(table)}"]
                     con.execute(sql.input_view(table, selects))
                     scratch.insert(0, sql.input_name(table))  # views go before their tables
                 for table in tables:

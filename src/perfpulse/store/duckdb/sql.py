@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 
 from perfpulse.model.catalog import MAX_ROLLUP_DIMS, METRICS, Metric
-from perfpulse.model.rows import LAYOUTS, FieldType, StoredBeacon
+from perfpulse.model.rows import BEACON_TABLES, LAYOUTS, FieldType, StoredBeacon
 from perfpulse.sketch import LOG_GAMMA, MIN_POSITIVE, NEGATIVE_BASE, ZERO_BUCKET
 from perfpulse.store.base import Plan, SketchQuery
 
@@ -741,6 +741,62 @@ def beacon_select(table: str) -> str:
         else f"(SELECT beacon AS b, page FROM {BEACONS})"
     )
     return f"SELECT {cols} FROM {source}"
+
+
+#: ``json_transform``'s type of a value and its column's kind: the kind of column
+#: ``perfpulse.store._columns`` builds of it (4: an integer read into a double).
+_COLUMN_KINDS: dict[tuple[str, FieldType], int] = {
+    ("DOUBLE", "ts"): 0,
+    ("DOUBLE", "float"): 0,
+    ("BIGINT", "int"): 1,
+    ("BOOLEAN", "bool"): 2,
+    ("VARCHAR", "str"): 3,
+    ("BIGINT", "float"): 4,
+}
+
+
+def _beacon_plan() -> tuple[
+    tuple[tuple[bytes, ...] | None, tuple[tuple[int, int, tuple[bytes, ...]], ...]], ...
+]:
+    """What ``perfpulse.store._columns.columnize`` takes of a beacon document for
+    each of ``BEACON_TABLES``: the same values :func:`beacon_select` takes, read
+    as ``json_transform`` types them (:data:`_BEACON_STRUCTURE`)."""
+    structure = json.loads(_BEACON_STRUCTURE)
+
+    def at(node: Any, path: list[str]) -> Any:
+        for key in path:
+            node = node[key]
+        return node
+
+    plan = []
+    for table in BEACON_TABLES:
+        unnest, _ = _BEACON_FIELDS[table]
+        lists = unnest.split(".") if unnest else []
+        item = at(structure, lists)[0] if unnest else None
+        columns = []
+        for name, kind in LAYOUTS[table]:
+            root, _, rest = _beacon_expr(table, name).partition(".")
+            keys = rest.split(".") if rest else []
+            if root == "x":
+                path, source, from_item = keys, at(item, keys), 1
+            else:
+                path = ["beacon", *keys] if root == "b" else [root]
+                source, from_item = at(structure, path), 0
+            code = _COLUMN_KINDS[(source, kind)]  # a KeyError: a pair not provided for
+            columns.append((code, from_item, tuple(k.encode() for k in path)))
+        plan.append((tuple(k.encode() for k in lists) or None, tuple(columns)))
+    return tuple(plan)
+
+
+BEACON_PLAN = _beacon_plan()
+"""The plan of ``perfpulse.store._columns.columnize`` for beacon documents, by
+``BEACON_TABLES``."""
+
+
+def beacon_arrow_name(table: str) -> str:
+    """The relation a flush registers the Arrow columns of ``table`` made of its
+    beacon documents under, when other sources join them in :func:`input_view`."""
+    return f"{input_name(table)}_beacons"
 
 
 def rows_name(table: str) -> str:

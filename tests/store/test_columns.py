@@ -1,0 +1,199 @@
+"""The writer reads beacon documents into Arrow columns itself
+(``perfpulse.store._columns``): what it stores must be what DuckDB's own parsing
+of the documents stores, and a document it cannot take is left to DuckDB."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from typing import Any
+
+import pytest
+from tests.store.test_documents import EDGE, NOW, normalizer
+
+from perfpulse.model.events import BEACON_DECODER
+from perfpulse.model.rows import BEACON_TABLES, LAYOUTS
+from perfpulse.store import _columns
+from perfpulse.store.base import Flush
+from perfpulse.store.duckdb import backend, sql
+from perfpulse.store.duckdb.backend import DuckDBBackend
+
+FULL = {
+    "id": "full",
+    "ts": NOW - 20,
+    "url": "https://shop.example/café/ü?q=1",
+    "release": '2.0 "beta" \\ ☃',
+    "browser": "safari",
+    "connection": "wifi",
+    "device": "tablet",
+    "vitals": [
+        {"name": "LCP", "value": 2600, "attribution": {"element": "img 😀 \u0001 \t"}},
+        {"name": "FID", "value": 0},
+        {"name": "CLS", "value": 1e-9},
+    ],
+    "nav": {
+        "type": "navigate",
+        "dns_ms": 1.5,
+        "connect_ms": 0,
+        "request_ms": 123456.789,
+        "load_ms": 599999.9999999999,
+        "transfer_bytes": 2**53 + 1,
+    },
+    "resources": [
+        {
+            "type": "image",
+            "count": 3,
+            "transfer_bytes": 9_007_199_254_740_993,
+            "encoded_bytes": 0,
+            "decoded_bytes": 12,
+            "duration_ms": 0.1,
+            "cache_hits": 1,
+            "render_blocking": 0,
+            "third_party": 2,
+        }
+    ],
+    "largest_resources": [
+        {"url": "https://cdn.example/é.png", "type": "image", "duration_ms": 3, "cached": True},
+        {"url": "https://cdn.example/b.css", "type": "stylesheet", "render_blocking": False},
+    ],
+    "long_tasks": {"count": 2, "total_ms": 120, "tbt_ms": 20, "max_ms": 70, "loaf_count": 1},
+    "memory": {"used_bytes": 1.5e7, "total_bytes": 2e7, "limit_bytes": 4e9, "source": "x"},
+}
+
+
+def documents(*beacons: dict[str, Any]) -> list[bytes]:
+    norm, docs = normalizer(), []
+    for i, beacon in enumerate(beacons):
+        docs += norm.beacon(BEACON_DECODER.decode(json.dumps({**beacon, "id": f"v{i}"}))).beacons
+    return docs
+
+
+def stored(docs: list[bytes], monkeypatch: pytest.MonkeyPatch, *, compiled: bool) -> Any:
+    """Every beacon table's rows and the per-minute and per-hour sketch rows (by
+    their series), after ``docs`` were written in one flush."""
+    with monkeypatch.context() as m:
+        if not compiled:
+            m.setattr(backend, "_columnize", None)
+        db = DuckDBBackend(None)
+        written = db.write(Flush(beacons=docs, checkpoint=1))
+    con = db.connection()
+    tables = {}
+    for table in BEACON_TABLES:
+        names = ", ".join(f'"{name}"' for name, _ in LAYOUTS[table])
+        tables[table] = con.execute(f"SELECT {names} FROM {table} ORDER BY ALL").fetchall()
+    series = ", ".join(f"s.{c}" for c in sql.SERIES_COLUMNS)  # their ids are arbitrary
+    for table in ("rollup_1m", "rollup_1h"):
+        tables[table] = con.execute(
+            f"SELECT r.* EXCLUDE (series), {series} FROM {table} r "
+            "JOIN series s ON s.id = r.series ORDER BY ALL"
+        ).fetchall()
+    return written, tables
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, a NaN (none is expected) counting as unequal."""
+    return bool(a == b) and not any(isinstance(x, float) and math.isnan(x) for x in [a, b])
+
+
+def test_columnized_beacons_store_what_duckdbs_parsing_stores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bare = {"ts": NOW - 5, "url": "http://x.example/", "long_tasks": {}}
+    docs = documents(EDGE, FULL, bare, {**FULL, "ts": NOW - 3600}, EDGE)
+    tables, leftover = _columns.columnize(docs, sql.BEACON_PLAN)
+    assert leftover == []  # every one read here, none parsed by DuckDB
+    assert [rows for rows, _ in tables] == [
+        5,
+        3 + 3 + 0 + 3 + 3,
+        1 + 1 + 0 + 1 + 1,
+        1 + 2 + 0 + 2 + 1,
+    ]
+
+    written, compiled = stored(docs, monkeypatch, compiled=True)
+    written_sql, parsed = stored(docs, monkeypatch, compiled=False)
+    assert written == written_sql == 5 + 12 + 4 + 6
+    assert compiled == parsed
+    (view,) = [r for r in compiled["rum_view"] if r[1] == "v1"]
+    names = [name for name, _ in LAYOUTS["rum_view"]]
+    full = dict(zip(names, view, strict=True))
+    assert full["release"] == '2.0 "beta" \\ ☃'  # unescaped, UTF-8 kept
+    assert full["url"] == "https://shop.example/café/ü?q="
+    assert full["transfer_bytes"] == 2**53 + 1  # an integer column stays exact
+    assert same(full["load_ms"], 599999.9999999999)
+    names = [name for name, _ in LAYOUTS["rum_vital"]]
+    vitals = [dict(zip(names, r, strict=True)) for r in compiled["rum_vital"] if r[1] == "v1"]
+    (lcp,) = [v for v in vitals if v["name"] == "LCP"]
+    assert json.loads(lcp["attribution"]) == {"element": "img 😀 \u0001 \t"}
+
+
+def test_a_flush_mixes_columnized_documents_with_ones_left_to_duckdb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = documents(EDGE, FULL, EDGE)
+    # the same beacon with a key escaped: JSON alike, left to DuckDB by the columnizer
+    odd = docs[1].replace(b'"page":', b'"\\u0070age":', 1)
+    assert json.loads(odd) == json.loads(docs[1])
+    mixed = [docs[0], odd, docs[2]]
+    assert _columns.columnize(mixed, sql.BEACON_PLAN)[1] == [1]
+    written, got = stored(mixed, monkeypatch, compiled=True)
+    assert (written, got) == stored(docs, monkeypatch, compiled=False)
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [
+        (b'{"page": "/", "beacon": {"ts": 1', "not JSON: cut short"),
+        (b'{"page": "/"} {}', "not one JSON value"),
+        (b'[{"page": "/"}]', "not an object"),
+        (b'{"page": 7, "beacon": {}}', "a number for a string column"),
+        (b'{"page": "/", "beacon": {"ts": "now"}}', "a string for a float column"),
+        (b'{"page": "/", "beacon": {"soft": 1}}', "a number for a boolean column"),
+        (b'{"page": "/", "beacon": {"nav": {"transfer_bytes": 1.5}}}', "a fraction for an integer"),
+        (b'{"page": "/", "beacon": {"nav": {"transfer_bytes": 9223372036854775808}}}', "too big"),
+        (b'{"page": "/", "beacon": {"ts": 1e999}}', "beyond a double"),
+        (b'{"page": "/\xff", "beacon": {}}', "not UTF-8"),
+        (b'{"page": "/\\ud800", "beacon": {}}', "an unpaired surrogate"),
+        (b'{"page": "/\\x", "beacon": {}}', "an unknown escape"),
+        (b'{"page": "/", "vitals": {"name": "LCP"}, "beacon": {}}', "an object for a list"),
+    ],
+)
+def test_a_document_it_cannot_take_is_left_whole(broken: bytes, why: str) -> None:
+    """Left whole, whichever table its fault is found in: the rows of the documents
+    around it are exactly theirs."""
+    good = documents(FULL, EDGE)
+    tables, leftover = _columns.columnize([good[0], broken, good[1]], sql.BEACON_PLAN)
+    alone, none = _columns.columnize(good, sql.BEACON_PLAN)
+    assert leftover == [1], why
+    assert none == [] and tables == alone
+
+
+def test_strings_are_unescaped_as_json_has_them() -> None:
+    texts = ["plain", "", 'q"b\\s/', "\b\f\n\r\t\u0000\u001f", "é☃😀", "\ud7ff\ue000\U0010ffff"]
+    plan = ((None, ((3, 0, (b"s",)),)),)
+    docs = [json.dumps({"s": t}, ensure_ascii=ascii).encode() for t in texts for ascii in (1, 0)]
+    docs.append(b'{"s": "\\/\\u00E9"}')  # an escaped slash, upper-case hex
+    docs.append(b'{"s": null}')
+    docs.append(b'{"other": 1}')  # missing: a null
+    ((rows, [(validity, offsets, data)]),), leftover = _columns.columnize(docs, plan)
+    assert leftover == [] and rows == len(docs)
+    ends = [int.from_bytes(offsets[k : k + 4], "little") for k in range(0, len(offsets), 4)]
+    got = [data[a:b].decode() for a, b in itertools.pairwise(ends)]
+    assert got[: 2 * len(texts)] == [t for t in texts for _ in (1, 0)]
+    assert got[-3:] == ["/é", "", ""]
+    assert validity is not None
+    valid = [bool(validity[r // 8] >> (r % 8) & 1) for r in range(rows)]
+    assert valid == [True] * (rows - 2) + [False, False]
+
+
+def test_numbers_read_as_duckdb_reads_them() -> None:
+    plan = ((None, ((0, 0, (b"f",)), (1, 0, (b"i",)), (4, 0, (b"i",)), (2, 0, (b"b",)))),)
+    values = ["0", "-0.0", "1e-320", "0.1", "1.7976931348623157e308", "123456789012345678901234"]
+    docs = [f'{{"f": {v}, "i": -9223372036854775808, "b": true}}'.encode() for v in values]
+    ((rows, cols),), leftover = _columns.columnize(docs, plan)
+    assert leftover == [] and rows == len(values)
+    floats = memoryview(cols[0][1]).cast("d").tolist()
+    assert [f.hex() for f in floats] == [float(v).hex() for v in values]  # to the bit
+    assert memoryview(cols[1][1]).cast("q").tolist() == [-(2**63)] * rows
+    assert memoryview(cols[2][1]).cast("d").tolist() == [float(-(2**63))] * rows
+    assert cols[3] == (None, bytes([0b111111]))
