@@ -44,6 +44,8 @@ typedef struct {
     uint8_t type;
     uint8_t escaped; /* N_STR: holds a backslash */
     uint8_t is_int;  /* N_NUM: no fraction, no exponent */
+    uint8_t is_key;  /* N_STR: an object's key */
+    Py_ssize_t parent; /* is_key: the object's node */
     const char *s;   /* N_STR: the text inside the quotes; N_NUM: the number */
     Py_ssize_t n;
     Py_ssize_t end;
@@ -210,6 +212,8 @@ value(Tape *t, int depth)
                         string(t, key) < 0) {
                         return FAIL;
                     }
+                    t->nodes[key].is_key = 1;
+                    t->nodes[key].parent = at;
                     ws(t);
                     if (t->p >= t->end || *t->p != ':') {
                         return FAIL;
@@ -270,8 +274,19 @@ next(const Tape *t, Py_ssize_t i)
 #define NOWHERE (-1)
 #define UNSURE (-2)
 
+static inline int
+is(const Node *key, const char *want, Py_ssize_t len)
+{
+    return key->n == len &&
+           (len == 0 || (key->s[0] == want[0] && memcmp(key->s, want, (size_t)len) == 0));
+}
+
+/* `hints` (one a key of the path) hold where each key was found last, as nodes
+   after its object's: documents of one shape have their keys in one order, so
+   most lookups find them there at once. */
 static Py_ssize_t
-lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *lens, int depth)
+lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *lens, int depth,
+       Py_ssize_t *hints)
 {
     for (int d = 0; d < depth; d++) {
         if (i < 0 || t->nodes[i].type != N_OBJECT) {
@@ -279,13 +294,20 @@ lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *len
         }
         const char *want = PyBytes_AS_STRING(path[d]);
         Py_ssize_t len = lens[d], end = t->nodes[i].end, k = i + 1, found = NOWHERE;
+        Py_ssize_t h = i + hints[d];
+        if (hints[d] > 0 && h < end && t->nodes[h].is_key && t->nodes[h].parent == i &&
+            !t->nodes[h].escaped && is(&t->nodes[h], want, len)) {
+            i = h + 1;
+            continue;
+        }
         while (k < end) {
             const Node *key = &t->nodes[k];
             if (key->escaped) {
                 return UNSURE;
             }
-            if (key->n == len && memcmp(key->s, want, (size_t)len) == 0) {
+            if (is(key, want, len)) {
                 found = k + 1;
+                hints[d] = k - i;
                 break;
             }
             k = next(t, k + 1);
@@ -339,7 +361,7 @@ typedef struct {
     int from_item;
     int depth;
     PyObject *path[MAX_PATH]; /* bytes, borrowed from the plan */
-    Py_ssize_t lens[MAX_PATH];
+    Py_ssize_t lens[MAX_PATH], hints[MAX_PATH];
     Buf validity, data, offsets; /* validity and bool data: one bit a row */
     Py_ssize_t nulls;
 } Column;
@@ -347,7 +369,7 @@ typedef struct {
 typedef struct {
     int depth; /* of the items' list; 0: one row a document */
     PyObject *path[MAX_PATH];
-    Py_ssize_t lens[MAX_PATH];
+    Py_ssize_t lens[MAX_PATH], hints[MAX_PATH];
     int n;
     Column *cols;
     Py_ssize_t rows;
@@ -651,6 +673,49 @@ append(Column *c, const Tape *t, Py_ssize_t i, Py_ssize_t row)
     }
 }
 
+static inline int
+get_bit(const Buf *b, Py_ssize_t row)
+{
+    return (b->data[row >> 3] >> (row & 7)) & 1;
+}
+
+/* Row `row` of column c the same as the row before it. */
+static int
+repeat(Column *c, Py_ssize_t row)
+{
+    int valid = get_bit(&c->validity, row - 1);
+    if (set_bit(&c->validity, row, valid) < 0) {
+        return NOMEM;
+    }
+    c->nulls += !valid;
+    switch (c->kind) {
+    case A_BOOL:
+        return set_bit(&c->data, row, get_bit(&c->data, row - 1)) < 0 ? NOMEM : 0;
+    case A_STRING: {
+        int32_t ends[2];
+        memcpy(ends, c->offsets.data + (row - 1) * 4, sizeof ends);
+        Py_ssize_t n = ends[1] - ends[0];
+        if (reserve(&c->data, n) < 0 || reserve(&c->offsets, 4) < 0) {
+            return NOMEM;
+        }
+        memcpy(c->data.data + c->data.len, c->data.data + ends[0], (size_t)n);
+        c->data.len += n;
+        if (c->data.len > INT32_MAX) {
+            return NOMEM;
+        }
+        int32_t end = (int32_t)c->data.len;
+        return put(&c->offsets, &end, sizeof end) < 0 ? NOMEM : 0;
+    }
+    default: /* eight bytes */
+        if (reserve(&c->data, 8) < 0) {
+            return NOMEM;
+        }
+        memcpy(c->data.data + c->data.len, c->data.data + c->data.len - 8, 8);
+        c->data.len += 8;
+        return 0;
+    }
+}
+
 /* Every row of document `t` into `tables`; FAIL (nothing kept) when it is not
    to be taken, NOMEM when memory ran out. */
 static int
@@ -663,7 +728,7 @@ take(Table *tables, int n_tables, const Tape *t)
         Table *tb = &tables[k];
         Py_ssize_t first = NOWHERE, stop = NOWHERE;
         if (tb->depth) {
-            Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth);
+            Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth, tb->hints);
             if (list == UNSURE) {
                 return FAIL;
             }
@@ -679,17 +744,20 @@ take(Table *tables, int n_tables, const Tape *t)
             first = 0; /* one row: the document itself */
             stop = 1;
         }
-        for (Py_ssize_t item = first; item >= 0 && item < stop;) {
+        for (Py_ssize_t item = first, again = 0; item >= 0 && item < stop; again = 1) {
             for (int j = 0; j < tb->n; j++) {
                 Column *c = &tb->cols[j];
-                Py_ssize_t from = c->from_item ? item : 0;
-                Py_ssize_t at = c->from_item && t->nodes[item].type == N_NULL
-                                    ? NOWHERE
-                                    : lookup(t, from, c->path, c->lens, c->depth);
-                if (at == UNSURE) {
-                    return FAIL;
+                int rc;
+                if (!c->from_item && again) { /* the document's value, as the row before */
+                    rc = repeat(c, tb->rows);
                 }
-                int rc = append(c, t, at, tb->rows);
+                else {
+                    Py_ssize_t at = c->from_item && t->nodes[item].type == N_NULL
+                                        ? NOWHERE
+                                        : lookup(t, c->from_item ? item : 0, c->path,
+                                                 c->lens, c->depth, c->hints);
+                    rc = at == UNSURE ? FAIL : append(c, t, at, tb->rows);
+                }
                 if (rc < 0) {
                     return rc;
                 }

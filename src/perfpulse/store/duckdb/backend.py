@@ -82,15 +82,17 @@ def _relation(table: str, columns: Columns) -> Any:
     )
 
 
-def _beacon_relations(documents: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+def _beacon_relations(documents: list[bytes]) -> tuple[dict[str, Any], int, list[bytes]]:
     """The beacon ``documents`` as one Arrow record batch per table of theirs
-    that has rows, read by :mod:`perfpulse.store._columns` (without the GIL),
-    and the documents it left for DuckDB to parse (all of them without it)."""
-    if _columnize is None:
-        return {}, documents
+    that has rows, read by :mod:`perfpulse.store._columns` (without the GIL);
+    their rows in all; and the documents it left for DuckDB to parse (all of
+    them without the extension)."""
+    if _columnize is None or not documents:
+        return {}, 0, documents
     tables, leftover = _columnize(documents, sql.BEACON_PLAN)
-    relations = {}
+    relations, total = {}, 0
     for table, (rows, buffers) in zip(BEACON_TABLES, tables, strict=True):
+        total += rows
         if rows:
             children = [
                 na.c_array_from_buffers(_ARROW[kind], rows, column)
@@ -99,7 +101,7 @@ def _beacon_relations(documents: list[bytes]) -> tuple[dict[str, Any], list[byte
             relations[table] = na.c_array_from_buffers(
                 _SCHEMAS[table], rows, [None], children=children
             )
-    return relations, [documents[i] for i in leftover]
+    return relations, total, [documents[i] for i in leftover]
 
 
 #: A flush with less than this to parse and insert runs on one DuckDB thread.
@@ -329,7 +331,7 @@ class DuckDBBackend:
         for table, columns in flush.tables.items():
             if column_length(columns):
                 relations[table] = {sql.rows_name(table): _relation(table, columns)}
-        beacons, parse = _beacon_relations(flush.beacons) if flush.beacons else ({}, [])
+        beacons, beacon_rows, parse = _beacon_relations(flush.beacons)
         for table, relation in beacons.items():
             relations.setdefault(table, {})[sql.beacon_arrow_name(table)] = relation
         documents = {t: docs for t, docs in flush.column_documents.items() if docs}
@@ -344,60 +346,80 @@ class DuckDBBackend:
             else:
                 joined.setdefault(table, []).extend(f"SELECT * FROM {name}" for name in named)
         tables = list(dict.fromkeys([*relations, *joined]))
+        # the rows each table gets: counted here for Arrow relations, by DuckDB for the rest
+        counted = beacon_rows + sum(map(column_length, flush.tables.values()))
+        to_count = [sql.beacon_select(t) for t in BEACON_TABLES] if parse else []
+        to_count += [f"SELECT * FROM {sql.columns_name(table)}" for table in documents]
         registered: list[str] = []
-        scratch: list[str] = []  # the temporary views and tables, in the order to drop them
         hours: set[int] = set()
-        written = 0
+        # Few calls, each of several statements: DuckDB's client takes the GIL back
+        # between one statement and the next and within each, and while the event
+        # loop is busy answering ingest, every time it does the writer waits for it
+        # (up to the 5 ms switch interval).
         with self._lock:
-            con.execute("BEGIN")
             try:
                 for named in relations.values():
                     for name, relation in named.items():
-                        con.register(name, relation)
-                        registered.append(name)
+                        con.register(f"_arrow{name}", relation)
+                        registered.append(f"_arrow{name}")
                 # the documents as text, parsed by DuckDB: no value of theirs becomes a
                 # Python object here, with the GIL held
                 if parse:
-                    con.execute(sql.LOAD_BEACONS, [[d.decode() for d in parse]])
-                    scratch.append(sql.BEACONS)
+                    con.execute(f"BEGIN; {sql.LOAD_BEACONS}", [[d.decode() for d in parse]])
+                else:
+                    con.execute("BEGIN")
                 for table, docs in documents.items():
                     con.execute(sql.load_columns(table), [[d.decode() for d in docs]])
-                    scratch.append(sql.columns_name(table))
-                for table, selects in joined.items():
-                    con.execute(sql.input_view(table, selects))
-                    scratch.insert(0, sql.input_name(table))  # views go before their tables
-                for table in tables:
-                    row = _first(con.execute(sql.insert_raw(table)))
-                    written += int(row[0]) if row else 0
+                # DuckDB takes the GIL for every scan of a Python object: the Arrow
+                # relations are copied into tables once, which the rest then scans
+                script = [
+                    f"CREATE TEMP TABLE {name} AS SELECT * FROM _arrow{name}"
+                    for named in relations.values()
+                    for name in named
+                ]
+                script += [sql.input_view(table, selects) for table, selects in joined.items()]
+                script += [sql.insert_raw(table) for table in tables]
                 rollup = sql.flush_rollup(tables)
                 if rollup:
-                    con.execute(rollup)
-                    con.execute(sql.INSERT_NEW_SERIES)
-                    con.execute(sql.CREATE_FLUSH_IDS)
-                    con.execute(sql.INSERT_1M_FROM_FLUSH)
-                    con.execute(sql.INSERT_1H_FROM_FLUSH)
-                    minutes = {int(m) for (m,) in con.execute(sql.FLUSH_MINUTES).fetchall()}
-                    self._dirty_minutes |= minutes
-                    hours = {m // 3600 * 3600 for m in minutes}
-                    self._dirty_hours |= hours
-                    con.execute("DROP TABLE _flush_ids")
-                    con.execute("DROP TABLE _flush_rollup")
-                views = {sql.input_name(table) for table in joined}
-                for name in scratch:
-                    con.execute(f"DROP {'VIEW' if name in views else 'TABLE'} {name}")
+                    script += [
+                        rollup,
+                        sql.INSERT_NEW_SERIES,
+                        sql.CREATE_FLUSH_IDS,
+                        sql.INSERT_1M_FROM_FLUSH,
+                        sql.INSERT_1H_FROM_FLUSH,
+                    ]
+                script.append(sql.flush_outcome(to_count, minutes=bool(rollup)))
+                row = _first(con.execute("; ".join(script)))
+                written = counted + (int(row[0]) if row else 0)
+                minutes = {int(m) for m in (row[1] or [])} if row else set()
+                self._dirty_minutes |= minutes
+                hours = {m // 3600 * 3600 for m in minutes}
+                self._dirty_hours |= hours
+                # the scratch tables and views go, then the batch ids and the checkpoint
+                tail = [f"DROP VIEW {sql.input_name(table)}" for table in joined]
+                tail += [f"DROP TABLE {name}" for named in relations.values() for name in named]
+                if rollup:
+                    tail += ["DROP TABLE _flush_ids", "DROP TABLE _flush_rollup"]
+                if parse:
+                    tail.append(f"DROP TABLE {sql.BEACONS}")
+                tail += [f"DROP TABLE {sql.columns_name(table)}" for table in documents]
+                tail.append(sql.set_checkpoint(flush.checkpoint))
                 if flush.batches:
+                    tail.append(sql.INSERT_BATCHES)
                     con.execute(
-                        sql.INSERT_BATCHES,
+                        "; ".join(tail),
                         [
                             [int(ts * 1_000_000) for ts, _ in flush.batches],
                             [key for _, key in flush.batches],
                         ],
                     )
-                con.execute(sql.SET_CHECKPOINT, [flush.checkpoint])
-                con.execute("COMMIT")
+                    con.execute("COMMIT")
+                else:
+                    con.execute("; ".join([*tail, "COMMIT"]))
                 self._cache.forget(hours)  # after the commit: see PartCache.put
             except BaseException:
-                con.execute("ROLLBACK")  # the temporary tables and views go with it
+                with contextlib.suppress(duckdb.TransactionException):  # none was begun
+                    con.execute("ROLLBACK")  # the temporary tables and views go with it
                 raise
             finally:
                 for name in registered:

@@ -215,13 +215,28 @@ def sketch_rows(table: str, slot: str, source: str) -> str:
 
 INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", _FLUSH_PIECES)
 INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", _FLUSH_PIECES)
-FLUSH_MINUTES = "SELECT DISTINCT s FROM _flush_ids"
 
 
 INSERT_BATCHES = (
     "INSERT INTO batches SELECT make_timestamp(unnest(?::BIGINT[])), unnest(?::VARCHAR[])"
 )
 SET_CHECKPOINT = "UPDATE meta SET value = ? WHERE name = 'checkpoint'"
+
+
+def set_checkpoint(seq: int) -> str:
+    """:data:`SET_CHECKPOINT` with ``seq`` written in (it may then come before
+    another statement's parameters in one call)."""
+    return SET_CHECKPOINT.replace("?", str(int(seq)))
+
+
+def flush_outcome(selects: list[str], *, minutes: bool) -> str:
+    """One row: how many rows ``selects`` give together, and (``minutes``) the
+    list of the minutes ``_flush_ids`` holds, else NULL."""
+    counts = " + ".join(f"(SELECT count(*) FROM ({select}))" for select in selects) or "0"
+    listed = "(SELECT list(DISTINCT s) FROM _flush_ids)" if minutes else "NULL"
+    return f"SELECT {counts}, {listed}"
+
+
 GET_CHECKPOINT = "SELECT value FROM meta WHERE name = 'checkpoint'"
 RECENT_BATCHES = "SELECT key FROM batches WHERE ts >= make_timestamp(?)"
 KNOWN_ROUTES = (
