@@ -223,3 +223,21 @@ def test_a_light_load_is_stored_in_few_flushes_and_a_surge_is_not_kept_waiting(
         assert len(stored(db)) == 12 + 10 * 200
     finally:
         writer.stop()
+
+
+def test_a_writer_behind_takes_bigger_flushes_and_comes_back_to_its_budget() -> None:
+    """Each flush has a fixed price, so a writer that fills its budget takes twice
+    as much the next time, up to ``max_growth`` times; once it has caught up, the
+    budget is the given one again."""
+    spool, db = MemorySpool(), DuckDBBackend(None)
+    fill(spool, [record(f"b{i}", 2) for i in range(100)])
+    writer = Writer(spool, db, CollectorMetrics(), max_records=10, max_growth=4)
+    sizes = []
+    while (rows := writer.flush_once()) >= 0:
+        sizes.append(rows // 2)
+    assert sizes == [10, 20, 40, 30]  # the last one not full: back to the budget
+    assert writer.growth == 1
+    fill(spool, [record(f"c{i}", 2) for i in range(25)])
+    assert writer.flush_once() == 2 * 10
+    count = db.connection().execute("SELECT count(*) FROM http").fetchall()
+    assert count == [(2 * 110,)]

@@ -86,6 +86,7 @@ class Writer:
         *,
         max_records: int = 2_000,
         max_bytes: int = 4 << 20,
+        max_growth: int = 4,
         quarantine_dir: Path | None = None,
         compact_every_s: float = 30.0,
         retention_every_s: float = 300.0,
@@ -99,6 +100,8 @@ class Writer:
         self.metrics = metrics
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.max_growth = max_growth
+        self.growth = 1  # the budget of the next flush, in times the one given
         self.compact_every_s = compact_every_s
         self.retention_every_s = retention_every_s
         self.batch_window_s = batch_window_s
@@ -128,13 +131,16 @@ class Writer:
 
     def flush_once(self) -> int:
         """One transaction; -1 when the spool had nothing after the checkpoint."""
-        records = self.spool.read(self.checkpoint, self.max_records, self.max_bytes)
+        most, size = self.max_records * self.growth, self.max_bytes * self.growth
+        records = self.spool.read(self.checkpoint, most, size)
         if not records:
             return -1
         self._full = (
-            len(records) >= self.max_records
-            or sum(len(payload) for _, payload in records) * 2 >= self.max_bytes
+            len(records) >= most or sum(len(payload) for _, payload in records) * 2 >= size
         )
+        # behind: the next flush may take twice as much (up to max_growth times the
+        # budget); caught up: back to the budget
+        self.growth = min(self.growth * 2, self.max_growth) if self._full else 1
         if self._failures >= 3 and len(records) > 1:
             return self._isolate(records)
         try:
