@@ -360,8 +360,8 @@ class DuckDBBackend:
             try:
                 for named in relations.values():
                     for name, relation in named.items():
-                        con.register(f"_arrow{name}", relation)
-                        registered.append(f"_arrow{name}")
+                        con.register(name, relation)
+                        registered.append(name)
                 # the documents as text, parsed by DuckDB: no value of theirs becomes a
                 # Python object here, with the GIL held
                 if parse:
@@ -370,14 +370,7 @@ class DuckDBBackend:
                     con.execute("BEGIN")
                 for table, docs in documents.items():
                     con.execute(sql.load_columns(table), [[d.decode() for d in docs]])
-                # DuckDB takes the GIL for every scan of a Python object: the Arrow
-                # relations are copied into tables once, which the rest then scans
-                script = [
-                    f"CREATE TEMP TABLE {name} AS SELECT * FROM _arrow{name}"
-                    for named in relations.values()
-                    for name in named
-                ]
-                script += [sql.input_view(table, selects) for table, selects in joined.items()]
+                script = [sql.input_view(table, selects) for table, selects in joined.items()]
                 script += [sql.insert_raw(table) for table in tables]
                 rollup = sql.flush_rollup(tables)
                 if rollup:
@@ -397,7 +390,6 @@ class DuckDBBackend:
                 self._dirty_hours |= hours
                 # the scratch tables and views go, then the batch ids and the checkpoint
                 tail = [f"DROP VIEW {sql.input_name(table)}" for table in joined]
-                tail += [f"DROP TABLE {name}" for named in relations.values() for name in named]
                 if rollup:
                     tail += ["DROP TABLE _flush_ids", "DROP TABLE _flush_rollup"]
                 if parse:
