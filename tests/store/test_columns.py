@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from tests.store.test_documents import EDGE, NOW, normalizer
 
-from perfpulse.model.events import BEACON_DECODER
-from perfpulse.model.rows import BEACON_TABLES, LAYOUTS
+from perfpulse.model.events import BATCH_DECODER, BEACON_DECODER
+from perfpulse.model.rows import BEACON_TABLES, LAYOUTS, column_document, to_columns
 from perfpulse.store import _columns
 from perfpulse.store.base import Flush
 from perfpulse.store.duckdb import backend, sql
@@ -197,3 +197,96 @@ def test_numbers_read_as_duckdb_reads_them() -> None:
     assert memoryview(cols[1][1]).cast("q").tolist() == [-(2**63)] * rows
     assert memoryview(cols[2][1]).cast("d").tolist() == [float(-(2**63))] * rows
     assert cols[3] == (None, bytes([0b111111]))
+
+
+BATCH = {
+    "batch_id": "b1",
+    "resource": {"service": "api ☃", "environment": "prod", "release": "1.0", "host": "h"},
+    "events": [
+        *[
+            {
+                "kind": "http",
+                "ts": NOW - 10 + i,
+                "route": f"/orders/{i}",
+                "method": "post",
+                "status": 200 + i,
+                "duration_ms": 10.5 * (i + 1) if i != 2 else 1e-7,
+                "request_bytes": 2**62 if i == 0 else None,
+                "exception": 'Boom "quoted"\n😀' if i == 1 else None,
+            }
+            for i in range(4)
+        ],
+        {"kind": "db", "ts": NOW - 3, "fingerprint": "SELECT é FROM t", "duration_ms": 3.25},
+        {"kind": "db", "ts": NOW - 2, "fingerprint": "UPDATE t", "duration_ms": 0, "rows": -1},
+        {"kind": "cache", "ts": NOW - 2, "cache": "c", "hit": True, "duration_ms": 0.5},
+        {"kind": "cache", "ts": NOW - 2, "cache": "c", "hit": None},
+        {"kind": "resource", "ts": NOW - 1, "pid": 7, "process_cpu_pct": 12.5},
+        {"kind": "error", "ts": NOW - 1, "type": "ValueError", "handled": True},
+        {"kind": "log", "ts": NOW - 1, "level": "info", "message": "a\tb\\c"},
+    ],
+}
+
+
+def batch_documents() -> dict[str, bytes]:
+    """The batch's http events as the receiver keeps them (a column document), and
+    its other events, which it keeps as rows, made column documents too (so every
+    kind of value is read both ways)."""
+    out = normalizer().batch(BATCH_DECODER.decode(json.dumps(BATCH)))
+    docs = {table: column_document(table, columns) for table, columns in out.columns.items()}
+    for table, rows in out.rows.items():
+        docs[table] = column_document(table, to_columns(table, rows))
+    return docs
+
+
+def stored_batch(
+    documents: dict[str, list[bytes]], monkeypatch: pytest.MonkeyPatch, *, compiled: bool
+) -> Any:
+    with monkeypatch.context() as m:
+        if not compiled:
+            m.setattr(backend, "_columnize", None)
+        db = DuckDBBackend(None)
+        written = db.write(Flush(column_documents=documents, checkpoint=1))
+    con = db.connection()
+    got = {}
+    for table in documents:
+        names = ", ".join(f'"{name}"' for name, _ in LAYOUTS[table])
+        got[table] = con.execute(f"SELECT {names} FROM {table} ORDER BY ALL").fetchall()
+    series = ", ".join(f"s.{c}" for c in sql.SERIES_COLUMNS)
+    got["rollup_1m"] = con.execute(
+        f"SELECT r.* EXCLUDE (series), {series} FROM rollup_1m r "
+        "JOIN series s ON s.id = r.series ORDER BY ALL"
+    ).fetchall()
+    return written, got
+
+
+def test_column_documents_store_what_duckdbs_parsing_stores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = batch_documents()
+    assert {"http", "db", "cache", "resource", "error", "log"} <= set(docs)
+    for table, doc in docs.items():
+        (read,), leftover = _columns.columnize([doc, doc], sql.columns_plan(table))
+        assert leftover == [] and read[0] == 2 * len(json.loads(doc)["ts"]), table
+    documents = {table: [doc, doc] for table, doc in docs.items()}
+    written, compiled = stored_batch(documents, monkeypatch, compiled=True)
+    assert (written, compiled) == stored_batch(documents, monkeypatch, compiled=False)
+    assert written == 2 * len(BATCH["events"])
+    http = compiled["http"]
+    assert {r[6] for r in http} == {"POST"} and http[0][1] == "api ☃"
+    assert next(r for r in http if r[-3] is not None)[-3] == 'Boom "quoted"\n😀'
+    assert [r[9] for r in http if r[9] is not None] == [2**62, 2**62]
+
+
+def test_a_column_document_with_lists_of_different_lengths_is_left_to_duckdb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = json.loads(batch_documents()["http"])
+    uneven = json.dumps({**doc, "route": doc["route"][:-1]}).encode()
+    missing = json.dumps({k: v for k, v in doc.items() if k != "exception"}).encode()
+    plan = sql.columns_plan("http")
+    (read,), leftover = _columns.columnize([uneven, missing], plan)
+    assert leftover == [0] and read[0] == 4  # a missing list: a column of nulls
+    documents = {"http": [uneven, missing]}
+    written, compiled = stored_batch(documents, monkeypatch, compiled=True)
+    assert (written, compiled) == stored_batch(documents, monkeypatch, compiled=False)
+    assert written == 4 + 4  # unnested side by side, the short list padded with a null

@@ -1,15 +1,18 @@
 /* perfpulse.store._columns: JSON documents into Arrow columns, compiled.
 
    A flush's browser beacons reach the writer as JSON documents (one
-   StoredBeacon each). The SQL path parses them with DuckDB's json_transform
-   and unnests them into each table's rows. columnize() here does the same
-   work in one pass over the bytes, without the GIL, and answers each table's
-   rows as the buffers of Arrow arrays, which DuckDB then scans as they are.
+   StoredBeacon each), and the events of agents' batches as column documents
+   (`{field: [values]}`). The SQL path parses them with DuckDB's
+   json_transform and unnests them into each table's rows. columnize() here
+   does the same work in one pass over the bytes, without the GIL, and answers
+   each table's rows as the buffers of Arrow arrays, which DuckDB then scans
+   as they are.
 
    What to take is given by a plan, made in Python from the same table of
    fields the SQL path is made from: per table, the path of the list whose
    items are its rows (or none: one row a document), and per column its Arrow
-   type and the path of its value, from the document or from the row's item.
+   type and the path of its value, from the document or from the row's item;
+   or, for a columnar table, per column the path of the list of its values.
    A path that leads nowhere (a key missing, a null on the way) is a null,
    as json_transform has it; so is a JSON null. A missing or null list has
    no rows.
@@ -368,10 +371,12 @@ typedef struct {
 
 typedef struct {
     int depth; /* of the items' list; 0: one row a document */
+    int columnar; /* each column's path leads to a list of its values, row by row */
     PyObject *path[MAX_PATH];
     Py_ssize_t lens[MAX_PATH], hints[MAX_PATH];
     int n;
     Column *cols;
+    Py_ssize_t *cursor; /* columnar: each column's next value (or NOWHERE) */
     Py_ssize_t rows;
 } Table;
 
@@ -716,6 +721,50 @@ repeat(Column *c, Py_ssize_t row)
     }
 }
 
+/* The rows of a columnar document (`{column: [values]}`, as the rows of an
+   agent's batch are kept): row i holds the i-th value of every list. A list
+   missing (or null) is a column of nulls, as DuckDB's unnest side by side
+   has it; lists of different lengths are left to DuckDB. */
+static int
+take_columns(Table *tb, const Tape *t)
+{
+    Py_ssize_t rows = -1;
+    for (int j = 0; j < tb->n; j++) {
+        Column *c = &tb->cols[j];
+        Py_ssize_t at = lookup(t, 0, c->path, c->lens, c->depth, c->hints);
+        if (at == UNSURE || (at >= 0 && t->nodes[at].type != N_LIST &&
+                             t->nodes[at].type != N_NULL)) {
+            return FAIL;
+        }
+        tb->cursor[j] = NOWHERE;
+        if (at >= 0 && t->nodes[at].type == N_LIST) {
+            Py_ssize_t count = 0, end = t->nodes[at].end;
+            for (Py_ssize_t i = at + 1; i < end; i = next(t, i)) {
+                count++;
+            }
+            if (rows >= 0 && count != rows) {
+                return FAIL;
+            }
+            rows = count;
+            tb->cursor[j] = count ? at + 1 : NOWHERE;
+        }
+    }
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (int j = 0; j < tb->n; j++) {
+            Py_ssize_t at = tb->cursor[j];
+            int rc = append(&tb->cols[j], t, at, tb->rows);
+            if (rc < 0) {
+                return rc;
+            }
+            if (at >= 0) {
+                tb->cursor[j] = next(t, at);
+            }
+        }
+        tb->rows++;
+    }
+    return 0;
+}
+
 /* Every row of document `t` into `tables`; FAIL (nothing kept) when it is not
    to be taken, NOMEM when memory ran out. */
 static int
@@ -726,6 +775,13 @@ take(Table *tables, int n_tables, const Tape *t)
     }
     for (int k = 0; k < n_tables; k++) {
         Table *tb = &tables[k];
+        if (tb->columnar) {
+            int rc = take_columns(tb, t);
+            if (rc < 0) {
+                return rc;
+            }
+            continue;
+        }
         Py_ssize_t first = NOWHERE, stop = NOWHERE;
         if (tb->depth) {
             Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth, tb->hints);
@@ -851,6 +907,7 @@ release(Table *tables, int n_tables)
             free(c->offsets.data);
         }
         free(tables[k].cols);
+        free(tables[k].cursor);
     }
     free(tables);
 }
@@ -889,12 +946,17 @@ columnize(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    for (int k = 0; k < n_tables; k++) { /* (list path | None, ((kind, from_item, path), ...)) */
+    for (int k = 0; k < n_tables; k++) {
+        /* (list path | None, ((kind, from_item, path), ...)[, columnar]) */
         PyObject *spec = PyTuple_GET_ITEM(plan, k), *list, *cols;
-        if (!PyArg_ParseTuple(spec, "OO!", &list, &PyTuple_Type, &cols)) {
+        Table *tb = &tables[k];
+        if (!PyArg_ParseTuple(spec, "OO!|p", &list, &PyTuple_Type, &cols, &tb->columnar)) {
             goto done;
         }
-        Table *tb = &tables[k];
+        if (tb->columnar && list != Py_None) {
+            PyErr_SetString(PyExc_ValueError, "a columnar table has no list path");
+            goto done;
+        }
         if (list != Py_None &&
             (!PyTuple_Check(list) || path_of(list, tb->path, tb->lens, &tb->depth) < 0)) {
             if (!PyErr_Occurred()) {
@@ -904,7 +966,8 @@ columnize(PyObject *self, PyObject *args)
         }
         tb->n = (int)PyTuple_GET_SIZE(cols);
         tb->cols = calloc((size_t)(tb->n ? tb->n : 1), sizeof(Column));
-        if (tb->cols == NULL) {
+        tb->cursor = calloc((size_t)(tb->n ? tb->n : 1), sizeof(Py_ssize_t));
+        if (tb->cols == NULL || tb->cursor == NULL) {
             PyErr_NoMemory();
             goto done;
         }
@@ -1015,10 +1078,12 @@ done:
 static PyMethodDef module_methods[] = {
     {"columnize", columnize, METH_VARARGS,
      "columnize(documents, plan) -> (tables, leftover): the rows of JSON documents "
-     "(bytes) as Arrow buffers. plan holds per table (list path | None, columns), "
-     "a column being (kind, from_item, path): kind 0 float64, 1 int64, 2 bool, "
-     "3 string, 4 an integer as float64; a path is a tuple of bytes keys. Each table answers (rows, "
-     "[(validity | None, *buffers)]); leftover lists the documents not taken."},
+     "(bytes) as Arrow buffers. plan holds per table (list path | None, columns"
+     "[, columnar]), a column being (kind, from_item, path): kind 0 float64, 1 "
+     "int64, 2 bool, 3 string, 4 an integer as float64; a path is a tuple of "
+     "bytes keys; a columnar table's paths lead to lists of its columns' values. "
+     "Each table answers (rows, [(validity | None, *buffers)]); leftover lists "
+     "the documents not taken."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -98,16 +98,18 @@ def _relation(table: str, columns: Columns) -> Any:
     )
 
 
-def _beacon_relations(documents: list[bytes]) -> tuple[dict[str, Any], int, list[bytes]]:
-    """The beacon ``documents`` as one Arrow record batch per table of theirs
-    that has rows, read by :mod:`perfpulse.store._columns` (without the GIL);
-    their rows in all; and the documents it left for DuckDB to parse (all of
-    them without the extension)."""
+def _read(
+    documents: list[bytes], plan: tuple[Any, ...], tables: tuple[str, ...]
+) -> tuple[dict[str, Any], int, list[bytes]]:
+    """``documents`` as one Arrow record batch for each of ``tables`` (in the
+    order of ``plan``) that has rows, read by :mod:`perfpulse.store._columns`
+    (without the GIL); their rows in all; and the documents it left for DuckDB to
+    parse (all of them without the extension)."""
     if _columnize is None or not documents:
         return {}, 0, documents
-    tables, leftover = _columnize(documents, sql.BEACON_PLAN)
+    read, leftover = _columnize(documents, plan)
     relations, total = {}, 0
-    for table, (rows, buffers) in zip(BEACON_TABLES, tables, strict=True):
+    for table, (rows, buffers) in zip(tables, read, strict=True):
         total += rows
         if rows:
             children = [
@@ -347,10 +349,17 @@ class DuckDBBackend:
         for table, columns in flush.tables.items():
             if column_length(columns):
                 relations[table] = {sql.rows_name(table): _relation(table, columns)}
-        beacons, beacon_rows, parse = _beacon_relations(flush.beacons)
+        beacons, read_rows, parse = _read(flush.beacons, sql.BEACON_PLAN, BEACON_TABLES)
         for table, relation in beacons.items():
             relations.setdefault(table, {})[sql.beacon_arrow_name(table)] = relation
-        documents = {t: docs for t, docs in flush.column_documents.items() if docs}
+        documents: dict[str, list[bytes]] = {}  # the column documents left to DuckDB
+        for table, docs in flush.column_documents.items():
+            read, rows, left = _read(docs, sql.columns_plan(table), (table,))
+            if read:
+                relations.setdefault(table, {})[sql.columns_arrow_name(table)] = read[table]
+            read_rows += rows
+            if left:
+                documents[table] = left
         joined: dict[str, list[str]] = {}
         if parse:
             joined = {t: [sql.beacon_select(t)] for t in BEACON_TABLES}
@@ -363,7 +372,7 @@ class DuckDBBackend:
                 joined.setdefault(table, []).extend(f"SELECT * FROM {name}" for name in named)
         tables = list(dict.fromkeys([*relations, *joined]))
         # the rows each table gets: counted here for Arrow relations, by DuckDB for the rest
-        counted = beacon_rows + sum(map(column_length, flush.tables.values()))
+        counted = read_rows + sum(map(column_length, flush.tables.values()))
         to_count = [sql.beacon_select(t) for t in BEACON_TABLES] if parse else []
         to_count += [f"SELECT * FROM {sql.columns_name(table)}" for table in documents]
         registered: list[str] = []

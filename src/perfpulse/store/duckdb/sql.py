@@ -814,6 +814,12 @@ def beacon_arrow_name(table: str) -> str:
     return f"{input_name(table)}_beacons"
 
 
+def columns_arrow_name(table: str) -> str:
+    """The relation a flush registers the Arrow columns of ``table`` made of its
+    column documents under, when other sources join them in :func:`input_view`."""
+    return f"{input_name(table)}_columns"
+
+
 def rows_name(table: str) -> str:
     """The relation a flush registers ``table``'s Python columns under when other
     sources join them in :func:`input_view`."""
@@ -837,6 +843,18 @@ _JSON_TYPES: dict[FieldType, str] = {
 def columns_name(table: str) -> str:
     """The temporary table a flush's column documents of ``table`` unnest into."""
     return f"_cols_{table}"
+
+
+def columns_plan(
+    table: str,
+) -> tuple[tuple[None, tuple[tuple[int, int, tuple[bytes, ...]], ...], bool]]:
+    """The plan of ``perfpulse.store._columns.columnize`` for the column documents
+    of ``table``: the same values :func:`load_columns` takes."""
+    columns = tuple(
+        (_COLUMN_KINDS[(_JSON_TYPES[kind], kind)], 0, (name.encode(),))
+        for name, kind in LAYOUTS[table]
+    )
+    return ((None, columns, True),)
 
 
 def load_columns(table: str) -> str:
