@@ -156,6 +156,10 @@ def test_a_flush_mixes_columnized_documents_with_ones_left_to_duckdb(
         (b'{"page": "/\\ud800", "beacon": {}}', "an unpaired surrogate"),
         (b'{"page": "/\\x", "beacon": {}}', "an unknown escape"),
         (b'{"page": "/", "vitals": {"name": "LCP"}, "beacon": {}}', "an object for a list"),
+        (b'{"page": "/", "beacon": {}, "junk": "\\x"}', "a bad escape where nothing is read"),
+        (b'{"page": "/", "beacon": {}, "junk": "\\udc00"}', "a lone surrogate, unread"),
+        (b'{"page": "/", "beacon": {}, "\xff": 1}', "a key that is not UTF-8"),
+        (b'{"page": "/", "beacon": {"\\u0074s": 1, "ts": 2}}', "an escaped key before"),
     ],
 )
 def test_a_document_it_cannot_take_is_left_whole(broken: bytes, why: str) -> None:
@@ -290,3 +294,13 @@ def test_a_column_document_with_lists_of_different_lengths_is_left_to_duckdb(
     written, compiled = stored_batch(documents, monkeypatch, compiled=True)
     assert (written, compiled) == stored_batch(documents, monkeypatch, compiled=False)
     assert written == 4 + 4  # unnested side by side, the short list padded with a null
+
+
+def test_a_key_given_twice_is_read_where_it_is_first_whatever_came_before() -> None:
+    plan = ((None, ((0, 0, (b"a",)),)),)
+    docs = [b'{"x": 1, "a": 5}', b'{"a": 1, "a": 2}', b'{"b": 0, "a": -0}']
+    ((rows, [(validity, data)]),), leftover = _columns.columnize(docs, plan)
+    assert leftover == [] and rows == 3 and validity is None
+    values = memoryview(data).cast("d").tolist()
+    assert values == [5.0, 1.0, 0.0]
+    assert str(values[2]) == "0.0"  # an integer -0 is the integer 0, as DuckDB reads it

@@ -47,8 +47,6 @@ typedef struct {
     uint8_t type;
     uint8_t escaped; /* N_STR: holds a backslash */
     uint8_t is_int;  /* N_NUM: no fraction, no exponent */
-    uint8_t is_key;  /* N_STR: an object's key */
-    Py_ssize_t parent; /* is_key: the object's node */
     const char *s;   /* N_STR: the text inside the quotes; N_NUM: the number */
     Py_ssize_t n;
     Py_ssize_t end;
@@ -88,7 +86,12 @@ ws(Tape *t)
     }
 }
 
-/* A string: p at its opening quote. Escapes are checked when read (text()). */
+static int hex4(const char *s, unsigned *u);
+static Py_ssize_t utf8(const unsigned char *s, Py_ssize_t n);
+
+/* A string, p at its opening quote: valid JSON of valid UTF-8 (its escapes
+   known, a surrogate escaped only in pairs), wherever it is, as DuckDB's parser
+   and the SQL path's decoding of the document require. */
 static int
 string(Tape *t, Py_ssize_t at)
 {
@@ -104,8 +107,35 @@ string(Tape *t, Py_ssize_t at)
             if (++p >= t->end) {
                 return FAIL;
             }
+            if (*p == 'u') {
+                unsigned u, lo;
+                if (t->end - p < 5 || hex4(p + 1, &u) < 0 || (u >= 0xdc00 && u <= 0xdfff)) {
+                    return FAIL;
+                }
+                p += 4;
+                if (u >= 0xd800 && u <= 0xdbff) { /* its low half must follow */
+                    if (t->end - p < 7 || p[1] != '\\' || p[2] != 'u' || hex4(p + 3, &lo) < 0 ||
+                        lo < 0xdc00 || lo > 0xdfff) {
+                        return FAIL;
+                    }
+                    p += 6;
+                }
+            }
+            else if (strchr("\"\\/bfnrt", *p) == NULL || *p == '\0') {
+                return FAIL;
+            }
+            p++;
         }
-        p++;
+        else if (c >= 0x80) {
+            Py_ssize_t k = utf8((const unsigned char *)p, t->end - p);
+            if (k == 0) {
+                return FAIL;
+            }
+            p += k;
+        }
+        else {
+            p++;
+        }
     }
     if (p >= t->end) {
         return FAIL;
@@ -215,8 +245,6 @@ value(Tape *t, int depth)
                         string(t, key) < 0) {
                         return FAIL;
                     }
-                    t->nodes[key].is_key = 1;
-                    t->nodes[key].parent = at;
                     ws(t);
                     if (t->p >= t->end || *t->p != ':') {
                         return FAIL;
@@ -272,8 +300,7 @@ next(const Tape *t, Py_ssize_t i)
 /* The value at `path` (keys) from node i: its index, NOWHERE when the path
    leads nowhere (a key missing, something else than an object on the way),
    UNSURE for a key with an escape on the way (not compared here). A key
-   given twice is found first where it is first: the documents come from
-   msgspec's encoder of a Struct, which never repeats one. */
+   given twice is found where it is first, as DuckDB finds it. */
 #define NOWHERE (-1)
 #define UNSURE (-2)
 
@@ -284,12 +311,8 @@ is(const Node *key, const char *want, Py_ssize_t len)
            (len == 0 || (key->s[0] == want[0] && memcmp(key->s, want, (size_t)len) == 0));
 }
 
-/* `hints` (one a key of the path) hold where each key was found last, as nodes
-   after its object's: documents of one shape have their keys in one order, so
-   most lookups find them there at once. */
 static Py_ssize_t
-lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *lens, int depth,
-       Py_ssize_t *hints)
+lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *lens, int depth)
 {
     for (int d = 0; d < depth; d++) {
         if (i < 0 || t->nodes[i].type != N_OBJECT) {
@@ -297,12 +320,6 @@ lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *len
         }
         const char *want = PyBytes_AS_STRING(path[d]);
         Py_ssize_t len = lens[d], end = t->nodes[i].end, k = i + 1, found = NOWHERE;
-        Py_ssize_t h = i + hints[d];
-        if (hints[d] > 0 && h < end && t->nodes[h].is_key && t->nodes[h].parent == i &&
-            !t->nodes[h].escaped && is(&t->nodes[h], want, len)) {
-            i = h + 1;
-            continue;
-        }
         while (k < end) {
             const Node *key = &t->nodes[k];
             if (key->escaped) {
@@ -310,7 +327,6 @@ lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *len
             }
             if (is(key, want, len)) {
                 found = k + 1;
-                hints[d] = k - i;
                 break;
             }
             k = next(t, k + 1);
@@ -351,6 +367,9 @@ reserve(Buf *b, Py_ssize_t more)
 static inline int
 put(Buf *b, const void *s, Py_ssize_t n)
 {
+    if (n == 0) {
+        return 0;
+    }
     if (reserve(b, n) < 0) {
         return FAIL;
     }
@@ -364,7 +383,7 @@ typedef struct {
     int from_item;
     int depth;
     PyObject *path[MAX_PATH]; /* bytes, borrowed from the plan */
-    Py_ssize_t lens[MAX_PATH], hints[MAX_PATH];
+    Py_ssize_t lens[MAX_PATH];
     Buf validity, data, offsets; /* validity and bool data: one bit a row */
     Py_ssize_t nulls;
 } Column;
@@ -373,7 +392,7 @@ typedef struct {
     int depth; /* of the items' list; 0: one row a document */
     int columnar; /* each column's path leads to a list of its values, row by row */
     PyObject *path[MAX_PATH];
-    Py_ssize_t lens[MAX_PATH], hints[MAX_PATH];
+    Py_ssize_t lens[MAX_PATH];
     int n;
     Column *cols;
     Py_ssize_t *cursor; /* columnar: each column's next value (or NOWHERE) */
@@ -597,6 +616,9 @@ append(Column *c, const Tape *t, Py_ssize_t i, Py_ssize_t row)
             char *stop;
             errno = 0;
             d = strtod(digits, &stop);
+            if (nd->is_int && d == 0.0) {
+                d = 0.0; /* an integer -0 is DuckDB's integer 0 */
+            }
             if (stop != digits + nd->n || (errno == ERANGE && (d > 1.0 || d < -1.0))) {
                 return FAIL; /* beyond a double (or a locale's other point): the SQL path */
             }
@@ -670,7 +692,7 @@ append(Column *c, const Tape *t, Py_ssize_t i, Py_ssize_t row)
             }
         }
         if (c->data.len > INT32_MAX) {
-            return NOMEM; /* past Arrow's 32-bit string offsets: the SQL path */
+            return NOMEM; /* past Arrow's 32-bit string offsets (the caller's to handle) */
         }
         int32_t end = (int32_t)c->data.len;
         return put(&c->offsets, &end, sizeof end) < 0 ? NOMEM : 0;
@@ -703,8 +725,10 @@ repeat(Column *c, Py_ssize_t row)
         if (reserve(&c->data, n) < 0 || reserve(&c->offsets, 4) < 0) {
             return NOMEM;
         }
-        memcpy(c->data.data + c->data.len, c->data.data + ends[0], (size_t)n);
-        c->data.len += n;
+        if (n > 0) {
+            memcpy(c->data.data + c->data.len, c->data.data + ends[0], (size_t)n);
+            c->data.len += n;
+        }
         if (c->data.len > INT32_MAX) {
             return NOMEM;
         }
@@ -731,7 +755,7 @@ take_columns(Table *tb, const Tape *t)
     Py_ssize_t rows = -1;
     for (int j = 0; j < tb->n; j++) {
         Column *c = &tb->cols[j];
-        Py_ssize_t at = lookup(t, 0, c->path, c->lens, c->depth, c->hints);
+        Py_ssize_t at = lookup(t, 0, c->path, c->lens, c->depth);
         if (at == UNSURE || (at >= 0 && t->nodes[at].type != N_LIST &&
                              t->nodes[at].type != N_NULL)) {
             return FAIL;
@@ -784,7 +808,7 @@ take(Table *tables, int n_tables, const Tape *t)
         }
         Py_ssize_t first = NOWHERE, stop = NOWHERE;
         if (tb->depth) {
-            Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth, tb->hints);
+            Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth);
             if (list == UNSURE) {
                 return FAIL;
             }
@@ -811,7 +835,7 @@ take(Table *tables, int n_tables, const Tape *t)
                     Py_ssize_t at = c->from_item && t->nodes[item].type == N_NULL
                                         ? NOWHERE
                                         : lookup(t, c->from_item ? item : 0, c->path,
-                                                 c->lens, c->depth, c->hints);
+                                                 c->lens, c->depth);
                     rc = at == UNSURE ? FAIL : append(c, t, at, tb->rows);
                 }
                 if (rc < 0) {
@@ -900,7 +924,7 @@ static void
 release(Table *tables, int n_tables)
 {
     for (int k = 0; k < n_tables; k++) {
-        for (int j = 0; j < tables[k].n; j++) {
+        for (int j = 0; tables[k].cols != NULL && j < tables[k].n; j++) {
             Column *c = &tables[k].cols[j];
             free(c->validity.data);
             free(c->data.data);
@@ -950,6 +974,10 @@ columnize(PyObject *self, PyObject *args)
         /* (list path | None, ((kind, from_item, path), ...)[, columnar]) */
         PyObject *spec = PyTuple_GET_ITEM(plan, k), *list, *cols;
         Table *tb = &tables[k];
+        if (!PyTuple_Check(spec)) {
+            PyErr_SetString(PyExc_TypeError, "a table's plan is a tuple");
+            goto done;
+        }
         if (!PyArg_ParseTuple(spec, "OO!|p", &list, &PyTuple_Type, &cols, &tb->columnar)) {
             goto done;
         }

@@ -107,7 +107,10 @@ def _read(
     parse (all of them without the extension)."""
     if _columnize is None or not documents:
         return {}, 0, documents
-    read, leftover = _columnize(documents, plan)
+    try:
+        read, leftover = _columnize(documents, plan)
+    except MemoryError:  # or past 2 GiB of a column's strings: DuckDB parses them all
+        return {}, 0, documents
     relations, total = {}, 0
     for table, (rows, buffers) in zip(tables, read, strict=True):
         total += rows
@@ -437,7 +440,8 @@ class DuckDBBackend:
                 raise
             finally:
                 for name in registered:
-                    con.unregister(name)
+                    with contextlib.suppress(duckdb.Error):  # the others still go
+                        con.unregister(name)
         return written
 
     def checkpoint(self) -> int:
