@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -69,26 +70,32 @@ def documents(*beacons: dict[str, Any]) -> list[bytes]:
     return docs
 
 
-def stored(docs: list[bytes], monkeypatch: pytest.MonkeyPatch, *, compiled: bool) -> Any:
-    """Every beacon table's rows and the per-minute and per-hour sketch rows (by
-    their series), after ``docs`` were written in one flush."""
+def stored(
+    flush: Flush, tables: Iterable[str], monkeypatch: pytest.MonkeyPatch, *, compiled: bool
+) -> Any:
+    """The rows ``flush`` wrote, those of ``tables`` and the per-minute and per-hour
+    sketch rows (by their series), read either way."""
     with monkeypatch.context() as m:
         if not compiled:
             m.setattr(backend, "_columnize", None)
         db = DuckDBBackend(None)
-        written = db.write(Flush(beacons=docs, checkpoint=1))
+        written = db.write(flush)
     con = db.connection()
-    tables = {}
-    for table in BEACON_TABLES:
+    got = {}
+    for table in tables:
         names = ", ".join(f'"{name}"' for name, _ in LAYOUTS[table])
-        tables[table] = con.execute(f"SELECT {names} FROM {table} ORDER BY ALL").fetchall()
+        got[table] = con.execute(f"SELECT {names} FROM {table} ORDER BY ALL").fetchall()
     series = ", ".join(f"s.{c}" for c in sql.SERIES_COLUMNS)  # their ids are arbitrary
     for table in ("rollup_1m", "rollup_1h"):
-        tables[table] = con.execute(
+        got[table] = con.execute(
             f"SELECT r.* EXCLUDE (series), {series} FROM {table} r "
             "JOIN series s ON s.id = r.series ORDER BY ALL"
         ).fetchall()
-    return written, tables
+    return written, got
+
+
+def beacons(docs: list[bytes], monkeypatch: pytest.MonkeyPatch, *, compiled: bool) -> Any:
+    return stored(Flush(beacons=docs, checkpoint=1), BEACON_TABLES, monkeypatch, compiled=compiled)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -110,8 +117,8 @@ def test_columnized_beacons_store_what_duckdbs_parsing_stores(
         1 + 2 + 0 + 2 + 1,
     ]
 
-    written, compiled = stored(docs, monkeypatch, compiled=True)
-    written_sql, parsed = stored(docs, monkeypatch, compiled=False)
+    written, compiled = beacons(docs, monkeypatch, compiled=True)
+    written_sql, parsed = beacons(docs, monkeypatch, compiled=False)
     assert written == written_sql == 5 + 12 + 4 + 6
     assert compiled == parsed
     (view,) = [r for r in compiled["rum_view"] if r[1] == "v1"]
@@ -136,8 +143,8 @@ def test_a_flush_mixes_columnized_documents_with_ones_left_to_duckdb(
     assert json.loads(odd) == json.loads(docs[1])
     mixed = [docs[0], odd, docs[2]]
     assert _columns.columnize(mixed, sql.BEACON_PLAN)[1] == [1]
-    written, got = stored(mixed, monkeypatch, compiled=True)
-    assert (written, got) == stored(docs, monkeypatch, compiled=False)
+    written, got = beacons(mixed, monkeypatch, compiled=True)
+    assert (written, got) == beacons(docs, monkeypatch, compiled=False)
 
 
 @pytest.mark.parametrize(
@@ -242,25 +249,11 @@ def batch_documents() -> dict[str, bytes]:
     return docs
 
 
-def stored_batch(
+def batch(
     documents: dict[str, list[bytes]], monkeypatch: pytest.MonkeyPatch, *, compiled: bool
 ) -> Any:
-    with monkeypatch.context() as m:
-        if not compiled:
-            m.setattr(backend, "_columnize", None)
-        db = DuckDBBackend(None)
-        written = db.write(Flush(column_documents=documents, checkpoint=1))
-    con = db.connection()
-    got = {}
-    for table in documents:
-        names = ", ".join(f'"{name}"' for name, _ in LAYOUTS[table])
-        got[table] = con.execute(f"SELECT {names} FROM {table} ORDER BY ALL").fetchall()
-    series = ", ".join(f"s.{c}" for c in sql.SERIES_COLUMNS)
-    got["rollup_1m"] = con.execute(
-        f"SELECT r.* EXCLUDE (series), {series} FROM rollup_1m r "
-        "JOIN series s ON s.id = r.series ORDER BY ALL"
-    ).fetchall()
-    return written, got
+    flush = Flush(column_documents=documents, checkpoint=1)
+    return stored(flush, list(documents), monkeypatch, compiled=compiled)
 
 
 def test_column_documents_store_what_duckdbs_parsing_stores(
@@ -272,8 +265,8 @@ def test_column_documents_store_what_duckdbs_parsing_stores(
         (read,), leftover = _columns.columnize([doc, doc], sql.columns_plan(table))
         assert leftover == [] and read[0] == 2 * len(json.loads(doc)["ts"]), table
     documents = {table: [doc, doc] for table, doc in docs.items()}
-    written, compiled = stored_batch(documents, monkeypatch, compiled=True)
-    assert (written, compiled) == stored_batch(documents, monkeypatch, compiled=False)
+    written, compiled = batch(documents, monkeypatch, compiled=True)
+    assert (written, compiled) == batch(documents, monkeypatch, compiled=False)
     assert written == 2 * len(BATCH["events"])
     http = compiled["http"]
     assert {r[6] for r in http} == {"POST"} and http[0][1] == "api ☃"
@@ -291,8 +284,8 @@ def test_a_column_document_with_lists_of_different_lengths_is_left_to_duckdb(
     (read,), leftover = _columns.columnize([uneven, missing], plan)
     assert leftover == [0] and read[0] == 4  # a missing list: a column of nulls
     documents = {"http": [uneven, missing]}
-    written, compiled = stored_batch(documents, monkeypatch, compiled=True)
-    assert (written, compiled) == stored_batch(documents, monkeypatch, compiled=False)
+    written, compiled = batch(documents, monkeypatch, compiled=True)
+    assert (written, compiled) == batch(documents, monkeypatch, compiled=False)
     assert written == 4 + 4  # unnested side by side, the short list padded with a null
 
 
