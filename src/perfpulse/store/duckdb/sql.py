@@ -25,6 +25,7 @@ quantiles are read with a cumulative sum: no percentile is ever averaged.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
@@ -770,9 +771,15 @@ _COLUMN_KINDS: dict[tuple[str, FieldType], int] = {
 }
 
 
-def _beacon_plan() -> tuple[
-    tuple[tuple[bytes, ...] | None, tuple[tuple[int, int, tuple[bytes, ...]], ...]], ...
-]:
+#: A plan of ``perfpulse.store._columns.columnize``, table by table: the path of
+#: the list whose items are its rows (or None), its columns (kind, whether read
+#: from the item, path), and whether each column's path leads to its list of values.
+ColumnsPlan = tuple[
+    tuple[tuple[bytes, ...] | None, tuple[tuple[int, int, tuple[bytes, ...]], ...], bool], ...
+]
+
+
+def _beacon_plan() -> ColumnsPlan:
     """What ``perfpulse.store._columns.columnize`` takes of a beacon document for
     each of ``BEACON_TABLES``: the same values :func:`beacon_select` takes, read
     as ``json_transform`` types them (:data:`_BEACON_STRUCTURE`)."""
@@ -799,7 +806,7 @@ def _beacon_plan() -> tuple[
                 source, from_item = at(structure, path), 0
             code = _COLUMN_KINDS[(source, kind)]  # a KeyError: a pair not provided for
             columns.append((code, from_item, tuple(k.encode() for k in path)))
-        plan.append((tuple(k.encode() for k in lists) or None, tuple(columns)))
+        plan.append((tuple(k.encode() for k in lists) or None, tuple(columns), False))
     return tuple(plan)
 
 
@@ -845,9 +852,8 @@ def columns_name(table: str) -> str:
     return f"_cols_{table}"
 
 
-def columns_plan(
-    table: str,
-) -> tuple[tuple[None, tuple[tuple[int, int, tuple[bytes, ...]], ...], bool]]:
+@functools.cache
+def columns_plan(table: str) -> ColumnsPlan:
     """The plan of ``perfpulse.store._columns.columnize`` for the column documents
     of ``table``: the same values :func:`load_columns` takes."""
     columns = tuple(
