@@ -1215,37 +1215,19 @@ put_beacon(Buf *b, Parser *ps, Work *w)
     return PUT(b, "}}");
 }
 
-static PyObject *
-normalize(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* The usual beacon's StoredBeacon document, written into b (empty, and freed by
+   the caller): 1, with its id (the raw JSON string, quotes included, valid until
+   ps is freed, so copied out before) and how many vitals it keeps; 0 when it is
+   not the usual beacon; FAIL with an error set. */
+static int
+document(Parser *ps, const char *buf, Py_ssize_t len, double lo, double hi, PyObject *page_fn,
+         Buf *b, const Val **id, int *vitals)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "normalize(body, lo, hi, page) takes 4 arguments");
-        return NULL;
-    }
-    if (redact_fn == NULL || max_duration < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    double lo = PyFloat_AsDouble(args[1]), hi = PyFloat_AsDouble(args[2]);
-    PyObject *page_fn = args[3];
-    PyObject *result = NULL;
-    Parser *ps = PyMem_Malloc(sizeof(Parser));
+    int result = FAIL;
     Work w;
     memset(&w, 0, sizeof(w));
-    Buf b = {NULL, 0, 0};
-    if (ps == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if ((lo == -1.0 || hi == -1.0) && PyErr_Occurred()) {
-        goto done;
-    }
-    ps->p = view.buf;
-    ps->end = ps->p + view.len;
+    ps->p = buf;
+    ps->end = buf + len;
     ps->used = BEACON.n;
     ws(ps);
     if (ps->p >= ps->end || *ps->p != '{' || parse_struct(ps, &BEACON, 0) < 0) {
@@ -1311,26 +1293,20 @@ normalize(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "page() and redact() must return str");
         goto done;
     }
-    b.cap = view.len + 1024;
-    if ((b.data = PyMem_Malloc((size_t)b.cap)) == NULL) {
+    b->cap = len + 1024;
+    if ((b->data = PyMem_Malloc((size_t)b->cap)) == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    if (put_beacon(&b, ps, &w) < 0) {
+    if (put_beacon(b, ps, &w) < 0) {
         goto done;
     }
-    PyObject *id = text_of(&vals[B_ID]);
-    PyObject *doc = id == NULL ? NULL : PyBytes_FromStringAndSize(b.data, b.len);
-    if (doc != NULL) {
-        result = Py_BuildValue("(NiN)", id, vals[B_VITALS].count, doc);
-    }
-    else {
-        Py_XDECREF(id);
-    }
+    *id = &vals[B_ID];
+    *vitals = vals[B_VITALS].count;
+    result = 1;
     goto done;
 fallback:
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = 0;
 done:
     for (int i = 0; i < MAX_VITALS; i++) {
         Py_XDECREF(w.attributions[i]);
@@ -1341,10 +1317,338 @@ done:
     Py_XDECREF(w.url);
     Py_XDECREF(w.page);
     Py_XDECREF(w.worst);
+    return result;
+}
+
+static int
+configured(void)
+{
+    if (redact_fn == NULL || max_duration < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+normalize(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "normalize(body, lo, hi, page) takes 4 arguments");
+        return NULL;
+    }
+    if (!configured()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Buf b = {NULL, 0, 0};
+    double lo = PyFloat_AsDouble(args[1]), hi = PyFloat_AsDouble(args[2]);
+    Parser *ps = NULL;
+    if ((lo == -1.0 || hi == -1.0) && PyErr_Occurred()) {
+        goto done;
+    }
+    if ((ps = PyMem_Malloc(sizeof(Parser))) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const Val *id_val;
+    int vitals;
+    int r = document(ps, view.buf, view.len, lo, hi, args[3], &b, &id_val, &vitals);
+    if (r == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    else if (r == 1) {
+        PyObject *id = text_of(id_val);
+        PyObject *doc = id == NULL ? NULL : PyBytes_FromStringAndSize(b.data, b.len);
+        if (doc != NULL) {
+            result = Py_BuildValue("(NiN)", id, vitals, doc);
+        }
+        else {
+            Py_XDECREF(id);
+        }
+    }
+done:
     PyMem_Free(b.data);
     PyMem_Free(ps);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* head() and record(): POST /api/v1/rum's usual request, compiled.          */
+/* perfpulse.ingest.receiver holds the reference path: these answer None for */
+/* anything it would answer otherwise than 202, or might.                    */
+
+static PyObject *s_headers, *s_query_string, *s_type, *s_http_request, *s_more_body, *s_body;
+
+static int
+strings(void)
+{
+    if (s_headers != NULL) {
+        return 1;
+    }
+    s_headers = PyUnicode_InternFromString("headers");
+    s_query_string = PyUnicode_InternFromString("query_string");
+    s_type = PyUnicode_InternFromString("type");
+    s_http_request = PyUnicode_InternFromString("http.request");
+    s_more_body = PyUnicode_InternFromString("more_body");
+    s_body = PyUnicode_InternFromString("body");
+    return s_headers && s_query_string && s_type && s_http_request && s_more_body && s_body;
+}
+
+static inline int
+named(PyObject *name, const char *lit, Py_ssize_t n)
+{
+    return PyBytes_GET_SIZE(name) == n && memcmp(PyBytes_AS_STRING(name), lit, (size_t)n) == 0;
+}
+
+#define NAMED(name, lit) named(name, lit, (Py_ssize_t)sizeof(lit) - 1)
+
+static PyObject *
+head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "head(scope, origins, public_key, limit) takes 4 arguments");
+        return NULL;
+    }
+    PyObject *scope = args[0], *origins = args[1], *key = args[2];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyDict_Check(scope) || !PyDict_Check(origins) || !PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "head() takes a dict, a dict and bytes");
+        return NULL;
+    }
+    if (!strings()) {
+        return NULL;
+    }
+    PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
+    PyObject *query = headers == NULL ? NULL : PyDict_GetItemWithError(scope, s_query_string);
+    if (query == NULL || !PyList_Check(headers) || !PyBytes_Check(query)) {
+        goto fallback;
+    }
+    /* the first of each header, as the receiver reads them */
+    PyObject *origin = NULL, *length = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *item = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            goto fallback;
+        }
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
+            goto fallback;
+        }
+        if (NAMED(name, "origin")) {
+            if (origin == NULL) {
+                origin = value;
+            }
+        }
+        else if (NAMED(name, "content-length")) {
+            if (length == NULL) {
+                length = value;
+            }
+        }
+        else if (NAMED(name, "content-encoding")) {
+            goto fallback; /* gzip, identity or a wrong one: the receiver's to read */
+        }
+    }
+    if (length != NULL) { /* digits only, within the limit */
+        Py_ssize_t n = PyBytes_GET_SIZE(length);
+        const char *s = PyBytes_AS_STRING(length);
+        if (n == 0 || n > 15) {
+            goto fallback;
+        }
+        long long size = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9') {
+                goto fallback;
+            }
+            size = size * 10 + (s[i] - '0');
+        }
+        if (size > limit) {
+            goto fallback;
+        }
+    }
+    /* the query is exactly key=<the public key>: ASCII, nothing to unquote */
+    const char *q = PyBytes_AS_STRING(query);
+    Py_ssize_t qn = PyBytes_GET_SIZE(query);
+    if (qn < 5 || memcmp(q, "key=", 4) != 0) {
+        goto fallback;
+    }
+    for (Py_ssize_t i = 0; i < qn; i++) {
+        unsigned char c = (unsigned char)q[i];
+        if (c >= 0x80 || c == '&' || c == ';' || c == '%' || c == '+') {
+            goto fallback;
+        }
+    }
+    const unsigned char *given = (const unsigned char *)q + 4;
+    const unsigned char *expected = (const unsigned char *)PyBytes_AS_STRING(key);
+    Py_ssize_t kn = PyBytes_GET_SIZE(key);
+    if (qn - 4 != kn) {
+        goto fallback;
+    }
+    unsigned char differ = 0; /* compared in constant time */
+    for (Py_ssize_t i = 0; i < kn; i++) {
+        differ |= given[i] ^ expected[i];
+    }
+    if (differ != 0 || origin == NULL) {
+        goto fallback;
+    }
+    PyObject *cors = PyDict_GetItemWithError(origins, origin);
+    if (cors == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        goto fallback;
+    }
+    return Py_NewRef(cors);
+fallback:
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static char *
+put_be(char *out, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--) {
+        *out++ = (char)(v >> (8 * i));
+    }
+    return out;
+}
+
+static PyObject *
+record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "record(message, lo, hi, received, page, limit) takes 6 arguments");
+        return NULL;
+    }
+    if (!configured() || !strings()) {
+        return NULL;
+    }
+    PyObject *message = args[0];
+    double lo = PyFloat_AsDouble(args[1]), hi = PyFloat_AsDouble(args[2]);
+    double received = PyFloat_AsDouble(args[3]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if (((lo == -1.0 || hi == -1.0 || received == -1.0) && PyErr_Occurred()) ||
+        (limit == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (!PyDict_Check(message)) {
+        PyErr_SetString(PyExc_TypeError, "record() takes an ASGI message (a dict)");
+        return NULL;
+    }
+    PyObject *type = PyDict_GetItemWithError(message, s_type);
+    if (type == NULL || !PyUnicode_Check(type) ||
+        PyUnicode_Compare(type, s_http_request) != 0) {
+        goto fallback;
+    }
+    PyObject *more = PyDict_GetItemWithError(message, s_more_body);
+    if (more != NULL) {
+        int truth = PyObject_IsTrue(more);
+        if (truth != 0) {
+            goto fallback;
+        }
+    }
+    else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *body = PyDict_GetItemWithError(message, s_body);
+    if (body == NULL || !PyBytes_CheckExact(body) || PyBytes_GET_SIZE(body) > limit) {
+        goto fallback;
+    }
+    Parser *ps = PyMem_Malloc(sizeof(Parser));
+    if (ps == NULL) {
+        return PyErr_NoMemory();
+    }
+    Buf b = {NULL, 0, 0};
+    const Val *id;
+    int vitals;
+    PyObject *result = NULL;
+    int r = document(ps, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), lo, hi, args[4], &b,
+                     &id, &vitals);
+    if (r == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    else if (r == 1) {
+        /* the dedupe key, and the SpoolRecord as msgspec's MessagePack has it:
+           [key, received, {}, {}, [document], {}] */
+        static const char PREFIX[] = "public:";
+        Py_ssize_t idn = id->n - 2, kn = (Py_ssize_t)sizeof(PREFIX) - 1 + idn;
+        PyObject *key = PyUnicode_New(kn, 127);
+        PyObject *out = NULL;
+        if (key != NULL) {
+            char *k = (char *)PyUnicode_DATA(key);
+            memcpy(k, PREFIX, sizeof(PREFIX) - 1);
+            memcpy(k + sizeof(PREFIX) - 1, id->s + 1, (size_t)idn);
+            char head[32];
+            char *h = head;
+            *h++ = (char)0x96;
+            if (kn < 32) {
+                *h++ = (char)(0xa0 | kn);
+            }
+            else if (kn < 256) {
+                *h++ = (char)0xd9;
+                h = put_be(h, (uint64_t)kn, 1);
+            }
+            else {
+                *h++ = (char)0xda; /* a key is short: ids are at most 64 characters */
+                h = put_be(h, (uint64_t)kn, 2);
+            }
+            Py_ssize_t before = h - head; /* the key's text goes here */
+            char mid[32];
+            char *m = mid;
+            uint64_t bits;
+            memcpy(&bits, &received, sizeof(bits));
+            *m++ = (char)0xcb;
+            m = put_be(m, bits, 8);
+            *m++ = (char)0x80;
+            *m++ = (char)0x80;
+            *m++ = (char)0x91;
+            if (b.len < 256) {
+                *m++ = (char)0xc4;
+                m = put_be(m, (uint64_t)b.len, 1);
+            }
+            else if (b.len < 65536) {
+                *m++ = (char)0xc5;
+                m = put_be(m, (uint64_t)b.len, 2);
+            }
+            else {
+                *m++ = (char)0xc6;
+                m = put_be(m, (uint64_t)b.len, 4);
+            }
+            Py_ssize_t between = m - mid;
+            out = PyBytes_FromStringAndSize(NULL, before + kn + between + b.len + 1);
+            if (out != NULL) {
+                char *o = PyBytes_AS_STRING(out);
+                memcpy(o, head, (size_t)before);
+                memcpy(o + before, k, (size_t)kn);
+                memcpy(o + before + kn, mid, (size_t)between);
+                memcpy(o + before + kn + between, b.data, (size_t)b.len);
+                o[before + kn + between + b.len] = (char)0x80;
+                result = Py_BuildValue("(NNi)", key, out, 1 + vitals);
+            }
+            else {
+                Py_DECREF(key);
+            }
+        }
+    }
+    PyMem_Free(b.data);
+    PyMem_Free(ps);
+    return result;
+fallback:
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1413,6 +1717,15 @@ static PyMethodDef module_methods[] = {
      "normalize(body, lo, hi, page) -> (id, vitals, document) | None: the usual "
      "beacon's StoredBeacon document and how many vitals it keeps; None sends the "
      "beacon the Python way."},
+    {"head", (PyCFunction)(void (*)(void))head, METH_FASTCALL,
+     "head(scope, origins, public_key, limit) -> origins[origin] | None: for the usual "
+     "request of POST /api/v1/rum (the public key as the only query parameter, an "
+     "allowed origin already seen, a plain body within the limit), the value origins "
+     "holds for its Origin header (its bytes); None sends the request the Python way."},
+    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
+     "record(message, lo, hi, received, page, limit) -> (key, record, events) | None: "
+     "for the usual beacon in one ASGI message, its dedupe key, its SpoolRecord as "
+     "MessagePack and how many events it holds; None sends it the Python way."},
     {"schema", schema, METH_NOARGS, "The wire format as compiled, struct by struct."},
     {NULL, NULL, 0, NULL},
 };

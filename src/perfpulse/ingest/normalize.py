@@ -31,10 +31,12 @@ import math
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -437,6 +439,22 @@ class Normalizer:
         b = BEACON_DECODER.decode(body)
         return b.id, 1 + len(b.vitals), self.beacon(b)
 
+    def beacon_record(
+        self, message: Mapping[str, Any], received: float, limit: int
+    ) -> tuple[str, bytes, int] | None:
+        """The usual beacon, straight from the ASGI message that holds all of it
+        (at most ``limit`` bytes, not compressed): its dedupe key, the spool record
+        it becomes (:class:`~perfpulse.model.rows.SpoolRecord` as MessagePack,
+        received at ``received``) and how many events it holds, all as
+        :meth:`beacon_body` would make them. None for anything else (a message
+        that is not the whole body, a beacon :meth:`beacon_body` would refuse,
+        drop from or treat otherwise than the usual one), and always when the
+        compiled path was not built."""
+        if _record is None:
+            return None
+        lo, hi = self._window()
+        return _record(message, lo, hi, received, self.page, limit)
+
     def beacon(self, b: Beacon) -> Normalized:
         """A page view, as one :class:`~perfpulse.model.rows.StoredBeacon` document:
         storage unnests it into the view's row, one row per kept vital and one per
@@ -592,11 +610,9 @@ def _redact_attribution(value: object) -> object:
     return value
 
 
-def _compiled() -> (
-    Callable[[bytes, float, float, Callable[[str, str], str]], tuple[str, int, bytes] | None] | None
-):
-    """The compiled beacon path, set up with the Python path's callables and
-    bounds; None when the extension was not built."""
+def _compiled() -> ModuleType | None:
+    """The compiled beacon path (``_beacon.c``), set up with the Python path's
+    callables and bounds; None when the extension was not built."""
     try:
         from perfpulse.ingest import _beacon
     except ImportError:  # built without a C compiler: every beacon takes the Python path
@@ -613,7 +629,13 @@ def _compiled() -> (
         attribution_text,
         _ATTRIBUTION_CACHE_MAX_LEN,
     )
-    return _beacon.normalize
+    return _beacon
 
 
-_fast = _compiled()
+_compiled_beacon = _compiled()
+_fast: (
+    Callable[[bytes, float, float, Callable[[str, str], str]], tuple[str, int, bytes] | None] | None
+)
+_fast = None if _compiled_beacon is None else _compiled_beacon.normalize
+_record: Callable[..., tuple[str, bytes, int] | None] | None
+_record = None if _compiled_beacon is None else _compiled_beacon.record

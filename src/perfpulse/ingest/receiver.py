@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from perfpulse.ingest.body import (
     BodyError,
@@ -50,6 +50,21 @@ from perfpulse.telemetry import CollectorMetrics
 
 if TYPE_CHECKING:
     from perfpulse.ingest.otlp import OtlpDecoder
+
+
+def _compiled_head() -> (
+    Callable[[Scope, dict[bytes, dict[str, str]], bytes, int], dict[str, str] | None] | None
+):
+    """The usual beacon request's check (:func:`perfpulse.ingest._beacon.head`);
+    None when the extension was not built, and every request takes the Python path."""
+    try:
+        from perfpulse.ingest._beacon import head
+    except ImportError:
+        return None
+    return head
+
+
+_usual_head = _compiled_head()
 
 DEFAULT_MAX_BODY = 1 << 20
 _encode = RECORD_ENCODER.encode
@@ -179,15 +194,25 @@ def _decode_error(exc: msgspec.DecodeError) -> _Refused:
     return _Refused(400, reason, text, field)
 
 
-def _accepted_body(out: Normalized, total: int) -> bytes:
+def _accepted_body(accepted: int, dropped: dict[str, int], total: int) -> bytes:
     return _json(
         {
-            "accepted": out.accepted,
-            "dropped": sum(out.dropped.values()),
-            "dropped_by_reason": dict(out.dropped),
+            "accepted": accepted,
+            "dropped": sum(dropped.values()),
+            "dropped_by_reason": dropped,
             "events": total,
         }
     )
+
+
+def _accepted(accepted: int, total: int, headers: dict[str, str] | None) -> Answer:
+    """The 202 of a request that dropped nothing (its body made once, for small ones)."""
+    if total >= 64:
+        return Answer(202, _accepted_body(accepted, {}, total), headers)
+    usual = _ACCEPTED.get((accepted, total))
+    if usual is None:
+        usual = _ACCEPTED[accepted, total] = _accepted_body(accepted, {}, total)
+    return Answer(202, usual, headers)
 
 
 class Receiver:
@@ -216,6 +241,9 @@ class Receiver:
         self.max_body = max_body
         self._otlp_decoder: OtlpDecoder | None = None  # made (and protobuf imported) on first use
         self._cors_cache: dict[str | None, dict[str, str]] = {}
+        # the cached CORS headers by Origin header as sent, for the compiled check
+        self._origins: dict[bytes, dict[str, str]] = {}
+        self._public_key = keys.public_key.encode()
 
     @property
     def otlp_decoder(self) -> OtlpDecoder:
@@ -282,7 +310,35 @@ class Receiver:
         return answer.response()
 
     async def rum(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /api/v1/rum`` (ASGI): one beacon, keyed by the public key."""
+        """``POST /api/v1/rum`` (ASGI): one beacon, keyed by the public key.
+
+        The usual request (the right key as the only query parameter, an origin
+        already answered, a plain body in one message, the usual beacon) is
+        checked, decoded and made a spool record by compiled code
+        (:func:`perfpulse.ingest._beacon.head` and
+        :meth:`~perfpulse.ingest.normalize.Normalizer.beacon_record`); whatever
+        they do not take, they leave to the Python path, which answers it."""
+        message = None
+        if _usual_head is not None:
+            cors = _usual_head(scope, self._origins, self._public_key, self.max_body)
+            if cors is not None:
+                message = await receive()
+                done = self.normalizer.beacon_record(message, self.clock(), self.max_body)
+                if done is not None:
+                    key, record, events = done
+                    refused = await self._spool("rum", key, record, cors)
+                    if refused is None:
+                        self.metrics.events_accepted.inc("rum", events)
+                        refused = _accepted(events, events, cors)
+                    await refused.send(send)
+                    return
+        await self._rum(scope, receive, send, message)
+
+    async def _rum(
+        self, scope: Scope, receive: Receive, send: Send, message: Message | None
+    ) -> None:
+        """``POST /api/v1/rum`` the Python way; ``message`` is the request's first,
+        when it was read already."""
         head = _Head.of_scope(scope)
         origin = head.get("origin")
         cors = self._cors(origin)
@@ -302,7 +358,8 @@ class Receiver:
                 encoding = body_encoding(
                     head.get("content-length"), head.get("content-encoding"), limit
                 )
-                message = await receive()
+                if message is None:
+                    message = await receive()
                 body = first_body(message, encoding, limit)
                 if body is None:
                     body = await rest_of_body(message, receive, encoding, limit)
@@ -352,6 +409,8 @@ class Receiver:
             return None
         if len(self._cors_cache) < 256:
             headers = self._cors_cache[origin] = _Encoded(headers)
+            if origin is not None:
+                self._origins[origin.encode("latin-1")] = headers
         return headers
 
     def _refuse(
@@ -405,30 +464,39 @@ class Receiver:
             return self._refuse(endpoint, _Refused(400, "bad_json", message), headers)
         except OtlpError as exc:
             return self._refuse(endpoint, _Refused(400, "bad_otlp", str(exc)), headers)
-        if not self.recent.add(key):
-            self.metrics.duplicate_batches.inc()
-            return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
+        record = None
         if not out.empty:
             columns = (
                 {t: column_document(t, c) for t, c in out.columns.items()} if out.columns else {}
             )
-            record = SpoolRecord(key, self.clock(), out.rows, {}, out.beacons, columns)
+            record = _encode(SpoolRecord(key, self.clock(), out.rows, {}, out.beacons, columns))
+        refused = await self._spool(endpoint, key, record, headers)
+        if refused is not None:
+            return refused
+        self.metrics.events_accepted.inc(endpoint, out.accepted)
+        for reason, n in out.dropped.items():
+            self.metrics.events_rejected.labels(reason).inc(n)
+        if respond is not None:
+            return respond(out)
+        if not out.dropped:
+            return _accepted(out.accepted, total, headers)
+        return Answer(202, _accepted_body(out.accepted, dict(out.dropped), total), headers)
+
+    async def _spool(
+        self, endpoint: str, key: str, record: bytes | None, headers: dict[str, str] | None
+    ) -> Answer | None:
+        """Append ``record`` (None: nothing to keep) unless ``key`` was seen: None once
+        it is in the spool, else the answer (a duplicate's 202, or a 503)."""
+        if not self.recent.add(key):
+            self.metrics.duplicate_batches.inc()
+            return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
+        if record is not None:
             try:
-                await self.spool.append(_encode(record))
+                await self.spool.append(record)
             except SpoolFull as exc:
                 self.recent.discard(key)
                 reason = "spool_full" if exc.reason == "full" else "disk_full"
                 return self._refuse(
                     endpoint, _Refused(503, reason, "collector is full, retry later"), headers
                 )
-        self.metrics.events_accepted.inc(endpoint, out.accepted)
-        for reason, n in out.dropped.items():
-            self.metrics.events_rejected.labels(reason).inc(n)
-        if respond is not None:
-            return respond(out)
-        if not out.dropped and total < 64:  # the usual answer, made once
-            usual = _ACCEPTED.get((out.accepted, total))
-            if usual is None:
-                usual = _ACCEPTED[out.accepted, total] = _accepted_body(out, total)
-            return Answer(202, usual, headers)
-        return Answer(202, _accepted_body(out, total), headers)
+        return None
