@@ -1,11 +1,14 @@
 """The compiled parts of perfpulse: the ASGI middleware's per-request path and
-the collector's path for the usual browser beacon, and the writer's reading of
-beacon documents into Arrow columns.
+the collector's path for the usual browser beacon, the spool's framing of a
+group of records, and the writer's reading of beacon documents into Arrow
+columns.
 
 Everything else about the package is in pyproject.toml. The extensions are
 optional: without a C compiler the install still succeeds, perfpulse.agent.asgi
 uses its Python middleware, every beacon takes the Python path of
-perfpulse.ingest.normalize, and DuckDB parses every beacon document.
+perfpulse.ingest.normalize, the spool frames records one by one in Python, and
+DuckDB parses every beacon document. The spool's framing needs zlib's headers
+(zlib1g-dev).
 """
 
 from setuptools import Extension, setup
@@ -23,6 +26,13 @@ setup(
         Extension(
             "perfpulse.ingest._beacon",
             ["src/perfpulse/ingest/_beacon.c"],
+            optional=True,
+            extra_compile_args=FLAGS,
+        ),
+        Extension(
+            "perfpulse.spool._frame",
+            ["src/perfpulse/spool/_frame.c"],
+            libraries=["z"],
             optional=True,
             extra_compile_args=FLAGS,
         ),

@@ -57,6 +57,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -74,6 +75,19 @@ SUFFIX = ".seg"
 GROUP_BYTES = 8 << 20
 """A group is cut at this many bytes; a longer queue is written in several groups."""
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _compiled_frame() -> Callable[[list[bytes], int], bytes] | None:
+    """A group's records framed in one call (:mod:`perfpulse.spool._frame`); None
+    when it was not built (no C compiler, or no zlib headers): framed one by one."""
+    try:
+        from perfpulse.spool._frame import frame
+    except ImportError:
+        return None
+    return frame
+
+
+_frame = _compiled_frame()
 
 
 def _open_for_append(path: Path) -> BinaryIO:
@@ -486,8 +500,9 @@ class FileSpool:
         with self._lock:
             self._fsyncs += 1
 
-    def _plan_group(self, group: list[_Append]) -> tuple[int, list[_Part]]:
-        """Assign seqs and cut the group into per-segment parts, rotating as needed."""
+    def _plan_group(self, group: list[_Append], size: int) -> tuple[int, list[_Part]]:
+        """Assign seqs and cut the group (of ``size`` bytes framed) into per-segment
+        parts, rotating as needed."""
         with self._lock:
             first = seq = max(self._next_seq, self._committed + 1)
             active = self._segments[-1] if self._segments else None
@@ -496,6 +511,13 @@ class FileSpool:
         if active is not None and active.end_seq == seq and not self._rotate:
             part = _Part(active, new=False, start=active.size, file=self._file)
             parts.append(part)
+            if _frame is not None and part.start + size <= self._segment_bytes:
+                # the usual group: all of it into the active segment, framed in one call
+                part.chunks.append(_frame([item.payload for item in group], seq))
+                part.offsets = list(accumulate([item.size for item in group], initial=part.start))
+                del part.offsets[-1]
+                part.length = size
+                return first, parts
         for item in group:
             used = 0 if part is None else part.start + part.length
             if part is None or (used and used + item.size > self._segment_bytes):
@@ -512,7 +534,7 @@ class FileSpool:
     def _write_group(self, group: list[_Append], size: int) -> int | OSError:
         """Under ``_io``: write ``group`` and return its first seq, or undo what was
         written and return the error."""
-        first, parts = self._plan_group(group)
+        first, parts = self._plan_group(group, size)
         try:
             for i, part in enumerate(parts):
                 if part.file is None:
