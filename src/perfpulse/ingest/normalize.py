@@ -452,8 +452,10 @@ class Normalizer:
         compiled path was not built."""
         if _record is None:
             return None
-        lo, hi = self._window()
-        return _record(message, lo, hi, received, self.page, limit)
+        now = self.clock()  # the window, as _window() has it, without a call more
+        return _record(
+            message, now - self.raw_retention_s, now + FUTURE_SLACK_S, received, self.page, limit
+        )
 
     def beacon(self, b: Beacon) -> Normalized:
         """A page view, as one :class:`~perfpulse.model.rows.StoredBeacon` document:
