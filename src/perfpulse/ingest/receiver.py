@@ -15,7 +15,10 @@ number of events accepted and dropped (with reasons).
 busiest paths run without a framework in between; OTLP and the CORS preflight
 are Starlette endpoints. All of them share :meth:`Receiver._keep` (decode, spool,
 count), which answers with an :class:`Answer`; ``POST /api/v1/rum`` reads its
-body itself, the others through :meth:`Receiver._ingest`.
+body itself, the others through :meth:`Receiver._ingest`. The usual beacon
+request skips the Python steps up to the spool: compiled code checks its head
+and makes its spool record (see :meth:`Receiver.rum`), then it shares
+:meth:`Receiver._spool` (dedupe, append) with the rest.
 """
 
 from __future__ import annotations
