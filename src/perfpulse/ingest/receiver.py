@@ -329,11 +329,11 @@ class Receiver:
                 done = self.normalizer.beacon_record(message, self.clock(), self.max_body)
                 if done is not None:
                     key, record, events = done
-                    refused = await self._spool("rum", key, record, cors)
-                    if refused is None:
+                    answer = await self._spool("rum", key, record, cors)
+                    if answer is None:  # in the spool
                         self.metrics.events_accepted.inc("rum", events)
-                        refused = _accepted(events, events, cors)
-                    await refused.send(send)
+                        answer = _accepted(events, events, cors)
+                    await answer.send(send)
                     return
         await self._rum(scope, receive, send, message)
 
