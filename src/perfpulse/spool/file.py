@@ -19,11 +19,13 @@ Each record is framed as::
 
 all little-endian, so recovery can tell a whole record from a torn or damaged one.
 
-Under the ``"always"`` policy appends are grouped: a flusher thread takes every
-append waiting since its last write, frames them, and writes them with one
-``write()`` and one ``fsync``; then each caller's await returns its seq. While one
-group is being synced the next one gathers, so a busy collector pays one fsync for
-many records. Under ``"interval"`` and ``"never"`` an append is done once its
+Under the ``"always"`` policy appends are grouped: the appends an event loop
+makes while it runs its ready handlers go to a flusher thread together, handed
+over by a callback the loop runs right after them (one wake-up of the flusher,
+not one per append); the flusher takes every append waiting since its last
+write, frames them, and writes them with one ``write()`` and one ``fsync``; then
+each caller's await returns its seq. While one group is being synced the next
+one gathers, so a busy collector pays one fsync for many records. Under ``"interval"`` and ``"never"`` an append is done once its
 bytes reach the operating system, so the caller's event loop writes them itself:
 the appends made while it runs its ready handlers are written together, with one
 ``write()``, by a callback it runs right after them. There is no hand-off to the
@@ -287,16 +289,13 @@ class FileSpool:
                 self._full += 1
                 raise SpoolFull("full")
             self._pending_bytes += size
-            if self._policy == "always":  # the flusher's next group
-                if not self._pending:  # else it was woken for those already
-                    self._work.notify()
-                self._pending.append(item)
-            else:  # the group this loop writes once its ready handlers have run
-                group = self._here.get(loop)
-                if group is None:
-                    group = self._here[loop] = []
-                    loop.call_soon(self._write_here, loop)
-                group.append(item)
+            # the group this loop gathers while its ready handlers run: written by the
+            # loop itself once they have, or under "always" handed to the flusher
+            group = self._here.get(loop)
+            if group is None:
+                group = self._here[loop] = []
+                loop.call_soon(self._write_here, loop)
+            group.append(item)
             if self._flusher is None:  # writes and syncs under "always", else only syncs
                 self._flusher = threading.Thread(
                     target=self._run, name="perfpulse-spool", daemon=True
@@ -305,9 +304,16 @@ class FileSpool:
         return await future
 
     def _write_here(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Write the group ``loop`` gathered (on that loop) and settle its futures."""
+        """Write the group ``loop`` gathered (on that loop) and settle its futures;
+        under ``"always"``, hand it to the flusher, which writes and syncs it with
+        whatever else waits by then (written here once the spool is closing)."""
         with self._lock:
             group = self._here.pop(loop, [])
+            if group and self._policy == "always" and not self._closing:
+                if not self._pending:  # else it was woken for those already
+                    self._work.notify()
+                self._pending.extend(group)
+                return
         if group:
             outcomes = self._write_outcomes(group)
             _settle([(item.future, out) for item, out in zip(group, outcomes, strict=True)])
