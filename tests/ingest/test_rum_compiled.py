@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from perfpulse.ingest.normalize import Normalizer
 from perfpulse.ingest.receiver import Receiver
 from perfpulse.ingest.routes import RouteFolder
 from perfpulse.keys import Keys
+from perfpulse.model.events import BEACON_DECODER
 from perfpulse.model.rows import RECORD_DECODER, RECORD_ENCODER, SpoolRecord
 from perfpulse.spool import FileSpool
 from perfpulse.telemetry import CollectorMetrics
@@ -302,15 +304,25 @@ def test_head_takes_only_the_usual_request() -> None:
 
 
 def test_record_is_the_python_paths_spool_record() -> None:
+    """The record is msgspec's MessagePack of the compiled document, byte for byte;
+    the document holds the Python path's values (its numbers keep the text they
+    came in: ``0.020`` stays so, where msgspec would write ``0.02``)."""
     norm = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=RETENTION, clock=lambda: NOW)
-    for view in ("v", "v" * 24, "v" * 25, "v" * 64):  # the key's three MessagePack forms
-        body = _beacon_body(view, release="x" * 200)
+    slow = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=RETENTION, clock=lambda: NOW)
+    nav = {"type": "navigate", "dns_ms": -0, "connect_ms": 0.020, "load_ms": 2e2}
+    for view in ("v", "v" * 24, "v" * 25, "v" * 128):  # the key's three MessagePack forms
+        body = _beacon_body(view, release="x" * 200, nav=nav)
         message = {"type": "http.request", "body": body, "more_body": False}
         key, record, events = norm.beacon_record(message, NOW + 0.5, LIMIT)  # type: ignore[misc]
         view_id, total, out = norm.beacon_body(body)
         want = SpoolRecord("public:" + view_id, NOW + 0.5, {}, {}, out.beacons, {})
         assert (key, events) == ("public:" + view, total)
         assert record == RECORD_ENCODER.encode(want)
+        stored = json.loads(RECORD_DECODER.decode(record).beacons[0])
+        python = json.loads(slow.beacon(BEACON_DECODER.decode(body)).beacons[0])
+        assert stored == python
+        dns = stored["beacon"]["nav"]["dns_ms"]
+        assert dns == 0.0 and math.copysign(1.0, dns) == 1.0  # the integer -0 is 0.0, not -0.0
     body = _beacon_body()
     for message in (
         {"type": "http.request", "body": body, "more_body": True},
@@ -322,4 +334,22 @@ def test_record_is_the_python_paths_spool_record() -> None:
         assert norm.beacon_record(message, NOW, LIMIT) is None
     with pytest.raises(TypeError):
         norm.beacon_record([], NOW, LIMIT)  # type: ignore[arg-type]
-    assert msgspec.msgpack.decode(record)[0] == "public:" + "v" * 64
+    assert msgspec.msgpack.decode(record)[0] == "public:" + "v" * 128
+
+
+def test_record_holds_the_body_while_it_calls_back() -> None:
+    """The callables the compiled path calls (the page's, here) may drop the
+    message's reference to the body: the record is still made of it."""
+    norm = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=RETENTION, clock=lambda: NOW)
+    body = _beacon_body("view-held")
+    message: dict[str, Any] = {"type": "http.request", "body": bytes(bytearray(body))}
+    del body
+
+    def page(service: str, url: str) -> str:
+        message["body"] = b""
+        return "/held"
+
+    norm.page = page  # type: ignore[method-assign]
+    key, record, _ = norm.beacon_record(message, NOW, LIMIT)  # type: ignore[misc]
+    assert key == "public:view-held"
+    assert json.loads(RECORD_DECODER.decode(record).beacons[0])["page"] == "/held"

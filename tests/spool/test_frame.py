@@ -37,6 +37,31 @@ def test_frame_is_the_python_framing() -> None:
         frame((b"a",), 1)  # type: ignore[arg-type]
     with pytest.raises(OverflowError):
         frame([b"a"], -1)
+    with pytest.raises(OverflowError):  # the last record's seq would pass 2**64 - 1
+        frame([b"a", b"b"], (1 << 64) - 1)
+    assert frame([b"a"], (1 << 64) - 1) == _python([b"a"], (1 << 64) - 1)
+
+
+def test_bytes_like_payloads_are_appended_with_the_others(tmp_path: Path) -> None:
+    """A bytearray or memoryview in a group does not fail the group's other appends."""
+    spool = FileSpool(tmp_path, fsync="never")
+
+    async def main() -> list[int]:
+        seqs = await asyncio.gather(
+            spool.append(b"ok-1"),
+            spool.append(bytearray(b"other")),  # type: ignore[arg-type]
+            spool.append(memoryview(b"view")),  # type: ignore[arg-type]
+            spool.append(b"ok-2"),
+        )
+        await spool.close()
+        return list(seqs)
+
+    assert asyncio.run(main()) == [1, 2, 3, 4]
+    spool = FileSpool(tmp_path)
+    try:
+        assert spool.read(0) == [(1, b"ok-1"), (2, b"other"), (3, b"view"), (4, b"ok-2")]
+    finally:
+        asyncio.run(spool.close())
 
 
 def _segments(directory: Path, groups: list[list[bytes]], segment_bytes: int) -> dict[str, bytes]:

@@ -836,10 +836,14 @@ static int put_struct(Buf *b, const Parser *ps, const Schema *schema, int block,
                       PyObject *text);
 
 /* A number as it came; an integer in a float field as a float, as msgspec reads
-   it (the database then reads the same double from "12.0" as from 12.0). */
+   it (the database then reads the same double from "12.0" as from 12.0). The
+   text can differ from msgspec's ("0.020" for 0.02), never the value. */
 static int
 put_number(Buf *b, const Field *f, const Val *v)
 {
+    if (f->kind == K_FLOAT && v->is_int && v->n == 2 && v->s[0] == '-' && v->s[1] == '0') {
+        return PUT(b, "0.0"); /* the integer -0 is 0, as a float 0.0, not -0.0 */
+    }
     if (put(b, v->s, v->n) < 0) {
         return FAIL;
     }
@@ -1388,16 +1392,18 @@ static PyObject *s_headers, *s_query_string, *s_type, *s_http_request, *s_more_b
 static int
 strings(void)
 {
-    if (s_headers != NULL) {
+    if (s_body != NULL) { /* the last one made: all are */
         return 1;
     }
-    s_headers = PyUnicode_InternFromString("headers");
-    s_query_string = PyUnicode_InternFromString("query_string");
-    s_type = PyUnicode_InternFromString("type");
-    s_http_request = PyUnicode_InternFromString("http.request");
-    s_more_body = PyUnicode_InternFromString("more_body");
-    s_body = PyUnicode_InternFromString("body");
-    return s_headers && s_query_string && s_type && s_http_request && s_more_body && s_body;
+    PyObject **slots[] = {&s_headers, &s_query_string, &s_type, &s_http_request, &s_more_body,
+                          &s_body};
+    const char *texts[] = {"headers", "query_string", "type", "http.request", "more_body", "body"};
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(texts[i])) == NULL) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static inline int
@@ -1429,7 +1435,7 @@ head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
     PyObject *query = headers == NULL ? NULL : PyDict_GetItemWithError(scope, s_query_string);
-    if (query == NULL || !PyList_Check(headers) || !PyBytes_Check(query)) {
+    if (query == NULL || !PyList_Check(headers) || !PyBytes_CheckExact(query)) {
         goto fallback;
     }
     /* the first of each header, as the receiver reads them */
@@ -1440,8 +1446,8 @@ head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto fallback;
         }
         PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
-        if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
-            goto fallback;
+        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value)) {
+            goto fallback; /* uvicorn's are bytes; a subclass could run code in the lookup */
         }
         if (NAMED(name, "origin")) {
             if (origin == NULL) {
@@ -1565,8 +1571,11 @@ record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (body == NULL || !PyBytes_CheckExact(body) || PyBytes_GET_SIZE(body) > limit) {
         goto fallback;
     }
+    /* held: the callables document() calls could drop the message's reference */
+    Py_INCREF(body);
     Parser *ps = PyMem_Malloc(sizeof(Parser));
     if (ps == NULL) {
+        Py_DECREF(body);
         return PyErr_NoMemory();
     }
     Buf b = {NULL, 0, 0};
@@ -1575,8 +1584,8 @@ record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *result = NULL;
     int r = document(ps, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), lo, hi, args[4], &b,
                      &id, &vitals);
-    if (r == 0) {
-        result = Py_NewRef(Py_None);
+    if (r == 0 || (r == 1 && (uint64_t)b.len > 0xFFFFFFFFu)) {
+        result = Py_NewRef(Py_None); /* (a document past 4 GiB: MessagePack's bin32) */
     }
     else if (r == 1) {
         /* the dedupe key, and the SpoolRecord as msgspec's MessagePack has it:
@@ -1600,7 +1609,7 @@ record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 h = put_be(h, (uint64_t)kn, 1);
             }
             else {
-                *h++ = (char)0xda; /* a key is short: ids are at most 64 characters */
+                *h++ = (char)0xda; /* a key is short: ids are at most 128 characters */
                 h = put_be(h, (uint64_t)kn, 2);
             }
             Py_ssize_t before = h - head; /* the key's text goes here */
@@ -1643,6 +1652,7 @@ record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyMem_Free(b.data);
     PyMem_Free(ps);
+    Py_DECREF(body);
     return result;
 fallback:
     if (PyErr_Occurred()) {

@@ -43,9 +43,13 @@ frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(payloads), total = 0;
+    if (n > 0 && seq > UINT64_MAX - (unsigned long long)(n - 1)) {
+        PyErr_SetString(PyExc_OverflowError, "seq past 2**64 - 1");
+        return NULL;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *p = PyList_GET_ITEM(payloads, i);
-        if (!PyBytes_Check(p)) {
+        if (!PyBytes_CheckExact(p)) {
             PyErr_SetString(PyExc_TypeError, "payloads must be a list of bytes");
             return NULL;
         }

@@ -276,6 +276,8 @@ class FileSpool:
         """Queue ``payload`` for the next group; return its seq once the group is written
         (and synced, under ``"always"``). Raises :class:`SpoolFull`, or the ``OSError``
         of a failed write; either way nothing of the record stays on disk."""
+        if type(payload) is not bytes:  # a bytearray or memoryview, kept as it is now
+            payload = bytes(payload)
         if len(payload) > 0xFFFF_FFFF:
             raise ValueError("a spool record holds at most 4 GiB")
         size = HEADER.size + len(payload)
