@@ -25,8 +25,9 @@ over by a callback the loop runs right after them (one wake-up of the flusher,
 not one per append); the flusher takes every append waiting since its last
 write, frames them, and writes them with one ``write()`` and one ``fsync``; then
 each caller's await returns its seq. While one group is being synced the next
-one gathers, so a busy collector pays one fsync for many records. Under ``"interval"`` and ``"never"`` an append is done once its
-bytes reach the operating system, so the caller's event loop writes them itself:
+one gathers, so a busy collector pays one fsync for many records. Under
+``"interval"`` and ``"never"`` an append is done once its bytes reach the
+operating system, so the caller's event loop writes them itself:
 the appends made while it runs its ready handlers are written together, with one
 ``write()``, by a callback it runs right after them. There is no hand-off to the
 flusher and back (a thread wake-up and an event loop wake-up per group, which
