@@ -339,17 +339,21 @@ def test_record_is_the_python_paths_spool_record() -> None:
 
 def test_record_holds_the_body_while_it_calls_back() -> None:
     """The callables the compiled path calls (the page's, here) may drop the
-    message's reference to the body: the record is still made of it."""
+    message's reference to the body: the record is still made of it. Bodies of
+    the same size made right after take the memory a freed body would leave, so
+    a record read from freed memory would differ."""
     norm = Normalizer(folder=RouteFolder(cap=1000), raw_retention_s=RETENTION, clock=lambda: NOW)
     body = _beacon_body("view-held")
+    want = norm.beacon_record({"type": "http.request", "body": body}, NOW, LIMIT)
+    assert want is not None
     message: dict[str, Any] = {"type": "http.request", "body": bytes(bytearray(body))}
-    del body
+    fillers: list[bytes] = []
 
     def page(service: str, url: str) -> str:
+        size = len(message["body"])
         message["body"] = b""
-        return "/held"
+        fillers.extend(b"#" * size for _ in range(64))
+        return norm.folder.fold(service, "/orders/{id}")
 
     norm.page = page  # type: ignore[method-assign]
-    key, record, _ = norm.beacon_record(message, NOW, LIMIT)  # type: ignore[misc]
-    assert key == "public:view-held"
-    assert json.loads(RECORD_DECODER.decode(record).beacons[0])["page"] == "/held"
+    assert norm.beacon_record(message, NOW, LIMIT) == want
