@@ -4,9 +4,12 @@ of the documents stores, and a document it cannot take is left to DuckDB."""
 
 from __future__ import annotations
 
+import decimal
 import itertools
 import json
 import math
+import random
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -210,6 +213,56 @@ def test_numbers_read_as_duckdb_reads_them() -> None:
     assert cols[3] == (None, bytes([0b111111]))
 
 
+def _number_texts(rng: random.Random) -> list[str]:
+    """Number texts of every shape the fast reading takes or leaves to strtod: the
+    shortest text of random doubles (as ingest writes them), lognormal values
+    written with 1 to 25 digits, random digit strings with a point and an
+    exponent, and decimals on or near the halfway point between two doubles."""
+    texts = ["0.0", "-0.0", "-0", "1", "9007199254740993", "18446744073709551615"]
+    texts += ["0.1", "5e-324", "2.2250738585072014e-308", "4.9406564584124654e-324"]
+    texts += ["9007199254740993.0", "0.30000000000000004", "1e22", "1e23", "123456789e-30"]
+    for _ in range(6000):
+        bits = rng.getrandbits(64)
+        x = struct.unpack("<d", bits.to_bytes(8, "little"))[0]
+        if math.isfinite(x):
+            texts.append(repr(x))
+        y = rng.lognormvariate(rng.uniform(-12, 25), rng.uniform(0.1, 4))
+        texts.append(repr(y) if rng.random() < 0.5 else f"{y:.{rng.randint(1, 25)}g}")
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 22)))
+        point = rng.randint(0, len(digits))
+        text = (digits[:point].lstrip("0") or "0") + (
+            "." + digits[point:] if digits[point:] else ""
+        )
+        if rng.random() < 0.3:
+            text += f"e{rng.randint(-40, 40)}"
+        texts.append(("-" if rng.random() < 0.3 else "") + text)
+        z = rng.uniform(1e-3, 1e15)
+        mid = (decimal.Decimal(z) + decimal.Decimal(math.nextafter(z, math.inf))) / 2
+        texts.append(format(mid, "f")[: rng.randint(5, 45)].rstrip(".") or "0")
+    return texts
+
+
+def test_numbers_read_to_the_bit_as_correctly_rounded_parsing_reads_them() -> None:
+    """Most numbers are read without strtod (exactly, in integer arithmetic); every
+    one must still be the double nearest its text, as DuckDB reads it."""
+    decimal.getcontext().prec = 80
+    texts = _number_texts(random.Random(20261128))
+    plan = ((None, ((0, 0, (b"f",)),)),)
+    docs = [b'{"f": ' + t.encode() + b"}" for t in texts]
+    ((rows, cols),), leftover = _columns.columnize(docs, plan)
+    assert leftover == [] and rows == len(texts) > 24_000
+    got = memoryview(cols[0][1]).cast("d").tolist()
+    wrong = [(t, g.hex()) for t, g in zip(texts, got, strict=True) if g.hex() != _want(t)]
+    assert wrong == []
+
+
+def _want(text: str) -> str:
+    """The double DuckDB stores for ``text`` in a DOUBLE column, to the bit: an
+    integer's -0 is its integer 0."""
+    x = float(text)
+    return (0.0 if x == 0 and text.lstrip("-").isdigit() else x).hex()
+
+
 BATCH = {
     "batch_id": "b1",
     "resource": {"service": "api ☃", "environment": "prod", "release": "1.0", "host": "h"},
@@ -297,3 +350,52 @@ def test_a_key_given_twice_is_read_where_it_is_first_whatever_came_before() -> N
     values = memoryview(data).cast("d").tolist()
     assert values == [5.0, 1.0, 0.0]
     assert str(values[2]) == "0.0"  # an integer -0 is the integer 0, as DuckDB reads it
+
+
+def test_paths_that_share_their_first_keys_read_what_each_path_alone_reads() -> None:
+    """Columns side by side whose paths begin alike (``beacon.nav.*``) take up
+    where the last lookup's shared keys led: each must still read what its path
+    read on its own, whatever the document holds on the way."""
+    paths = [(b"a", b"b", b"x"), (b"a", b"b", b"y"), (b"a", b"c"), (b"a", b"b", b"x"), (b"d",)]
+    paths += [(b"a", b"bb", b"x"), (b"a", b"b", b"z", b"w")]
+    docs = [
+        b'{"a": {"b": {"x": 1, "y": 2, "z": {"w": 3}}, "c": 4}, "d": 5}',
+        b'{"a": {"c": 4, "b": {"y": 2, "x": 1}}}',
+        b'{"a": {"b": {"x": 1}, "b": {"x": 9, "y": 8}, "bb": {"x": 7}}}',  # the first b
+        b'{"a": {"b": null, "c": 4}, "d": 5}',
+        b'{"a": {"b": 3, "c": null}}',
+        b'{"a": null}',
+        b'{"a": {"b": {"z": {"w": 6}, "x": 0.5}}, "a": {"c": 1}}',  # the first a
+        b'{"d": 5, "a": {"b": {"x": 1, "z": null}}}',
+    ]
+
+    def alone(doc: Any, path: tuple[bytes, ...]) -> float | None:
+        for key in path:
+            if not isinstance(doc, dict):
+                return None
+            doc = doc.get(key.decode())
+        return float(doc) if isinstance(doc, int | float) else None
+
+    def first(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # a key given twice: the first
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            found.setdefault(key, value)
+        return found
+
+    # read by itself (a plan of one column) and side by side (all in one plan)
+    shared = ((None, tuple((0, 0, p) for p in paths)),)
+    ((rows, cols),), leftover = _columns.columnize(docs, shared)
+    assert leftover == [] and rows == len(docs)
+    for j, path in enumerate(paths):
+        ((_, [(_, data)]),), _ = _columns.columnize(docs, ((None, ((0, 0, path),)),))
+        validity, together = cols[j]
+        want = [alone(json.loads(d, object_pairs_hook=first), path) for d in docs]
+        got = [
+            v if validity is None or validity[r // 8] >> (r % 8) & 1 else None
+            for r, v in enumerate(memoryview(together).cast("d").tolist())
+        ]
+        assert got == want, path
+        alone_values = memoryview(data).cast("d").tolist()
+        assert [v for v, w in zip(alone_values, want, strict=True) if w is not None] == [
+            w for w in want if w is not None
+        ]

@@ -22,11 +22,13 @@
    fraction or out of range, a key with an escape, a string that is not
    UTF-8 or holds an unpaired surrogate) is left out whole, and its index
    answered, for the SQL path to store or refuse as it always did. Numbers are
-   read with strtod, correctly rounded as DuckDB's parser reads them. */
+   read correctly rounded, as DuckDB's parser reads them: exactly in integer
+   arithmetic when they allow it (decimal()), with strtod otherwise. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,17 +306,56 @@ next(const Tape *t, Py_ssize_t i)
 #define NOWHERE (-1)
 #define UNSURE (-2)
 
+/* Whether n bytes at a and b are the same: keys are short, and a call to
+   memcmp cost more than comparing them here. */
+static inline int
+same(const char *a, const char *b, Py_ssize_t n)
+{
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (a[k] != b[k]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static inline int
 is(const Node *key, const char *want, Py_ssize_t len)
 {
-    return key->n == len &&
-           (len == 0 || (key->s[0] == want[0] && memcmp(key->s, want, (size_t)len) == 0));
+    return key->n == len && (len == 0 || (key->s[0] == want[0] && same(key->s, want, len)));
 }
 
+/* The values the last lookup from node `from` found on its way: `at[d]` is
+   where keys[0..d] lead. Columns side by side share their paths' first keys
+   (`beacon`, `nav`, ...): the next lookup from the same node takes up where
+   the shared part of its path ends. Valid for one tape. */
+typedef struct {
+    Py_ssize_t from; /* NOWHERE: nothing remembered */
+    int depth;
+    const char *keys[MAX_PATH];
+    Py_ssize_t lens[MAX_PATH];
+    Py_ssize_t at[MAX_PATH];
+} Memo;
+
 static Py_ssize_t
-lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *lens, int depth)
+lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *lens, int depth,
+       Memo *memo)
 {
-    for (int d = 0; d < depth; d++) {
+    int d = 0;
+    if (memo->from == i) { /* the path's first keys as the last one's: from where they led */
+        while (d < memo->depth && d < depth - 1 && lens[d] == memo->lens[d] &&
+               same(PyBytes_AS_STRING(path[d]), memo->keys[d], lens[d])) {
+            d++;
+        }
+        if (d > 0) {
+            i = memo->at[d - 1];
+        }
+    }
+    else {
+        memo->from = i;
+    }
+    memo->depth = d;
+    for (; d < depth; d++) {
         if (i < 0 || t->nodes[i].type != N_OBJECT) {
             return NOWHERE;
         }
@@ -332,6 +373,13 @@ lookup(const Tape *t, Py_ssize_t i, PyObject *const *path, const Py_ssize_t *len
             k = next(t, k + 1);
         }
         i = found;
+        if (i < 0) {
+            return NOWHERE;
+        }
+        memo->keys[d] = want;
+        memo->lens[d] = len;
+        memo->at[d] = i;
+        memo->depth = d + 1;
     }
     return i;
 }
@@ -592,6 +640,143 @@ text(Buf *b, const Node *nd)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Numbers into doubles. Most of a document's numbers are short decimals (a
+   count, "420.0") or the shortest text of a double as ingest wrote it (up to
+   17 digits); strtod reads each through its arbitrary-precision path, a third
+   of columnize's time. decimal() reads them exactly in 64 and 128-bit integer
+   arithmetic instead and leaves the rest (more than 19 digits, a large
+   exponent, a halfway case) to strtod: its answer is always strtod's. */
+
+static const double P10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline unsigned __int128
+pow10_128(int k) /* k <= 38 */
+{
+    unsigned __int128 p = 1;
+    while (k-- > 0) {
+        p *= 10;
+    }
+    return p;
+}
+
+/* Where the exact m / 10^k lies against the halfway points around the double
+   d (positive, normal, its significand not a power of two): -1 below the lower
+   one, 1 above the upper one, 0 strictly between (d is the nearest double), 2
+   on one of them or out of reach of 128 bits (strtod decides). */
+static int
+placed(uint64_t m, int k, double d)
+{
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    int biased = (int)(bits >> 52) & 0x7ff;
+    uint64_t frac = bits & ((UINT64_C(1) << 52) - 1);
+    if (biased == 0 || biased == 0x7ff || frac == 0) {
+        return 2;
+    }
+    uint64_t sig = frac | (UINT64_C(1) << 52);
+    int s = biased - 1075 - 1; /* the halfway points are (2 sig -+ 1) 2^s */
+    unsigned __int128 p = pow10_128(k), lo = (unsigned __int128)(2 * sig - 1) * p,
+                      hi = (unsigned __int128)(2 * sig + 1) * p, x = m;
+    /* compare m 2^-s with (2 sig -+ 1) 10^k, or m with them 2^s */
+    if (s < 0) {
+        if (-s > 63) { /* m < 2^64: the shift must keep it within 128 bits */
+            return 2;
+        }
+        x <<= -s;
+    }
+    else {
+        if (s > 9) { /* 2^54 10^19 2^9 < 2^127 */
+            return 2;
+        }
+        lo <<= s;
+        hi <<= s;
+    }
+    if (x < lo) {
+        return -1;
+    }
+    if (x > hi) {
+        return 1;
+    }
+    return x == lo || x == hi ? 2 : 0;
+}
+
+/* The number text s (n bytes, JSON's grammar) as the nearest double, into
+   *out; 0 when done, FAIL when strtod is to read it. */
+static int
+decimal(const char *s, Py_ssize_t n, double *out)
+{
+    const char *p = s, *end = s + n;
+    int negative = *p == '-';
+    p += negative;
+    uint64_t m = 0;
+    int digits = 0, scale = 0; /* significant digits taken; the point's place */
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (digits || *p != '0') {
+            if (++digits > 19) {
+                return FAIL;
+            }
+            m = m * 10 + (uint64_t)(*p - '0');
+        }
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (digits || *p != '0') {
+                if (++digits > 19) {
+                    return FAIL;
+                }
+                m = m * 10 + (uint64_t)(*p - '0');
+            }
+            scale--;
+        }
+    }
+    if (p < end) { /* an exponent */
+        p++;
+        int minus = p < end && *p == '-';
+        p += p < end && (*p == '-' || *p == '+');
+        int e = 0;
+        for (; p < end; p++) {
+            if (e > 1000) {
+                return FAIL;
+            }
+            e = e * 10 + (*p - '0');
+        }
+        scale += minus ? -e : e;
+    }
+    double d;
+    if (m == 0) {
+        d = 0.0;
+    }
+    else if (m <= (UINT64_C(1) << 53) && scale >= -22 && scale <= 22) {
+        /* both exact as doubles: one correctly rounded operation */
+        d = scale < 0 ? (double)m / P10[-scale] : (double)m * P10[scale];
+    }
+    else if (scale == 0) {
+        d = (double)m; /* the conversion rounds to nearest */
+    }
+    else if (scale < 0 && scale >= -19) {
+        int k = -scale, moved = 0;
+        d = (double)m / P10[k]; /* within a few units in the last place */
+        for (;;) {
+            int where = placed(m, k, d);
+            if (where == 0) {
+                break;
+            }
+            if (where == 2 || ++moved > 4) {
+                return FAIL;
+            }
+            d = nextafter(d, where < 0 ? 0.0 : HUGE_VAL);
+        }
+    }
+    else {
+        return FAIL;
+    }
+    *out = negative ? -d : d;
+    return 0;
+}
+
 /* Node i (or NOWHERE: a null) as the next value of column c; FAIL when the
    document is not to be taken, NOMEM when memory ran out. */
 static int
@@ -608,7 +793,14 @@ append(Column *c, const Tape *t, Py_ssize_t i, Py_ssize_t row)
         double d = 0.0;
         if (!null) {
             char digits[64];
-            if (nd->type != N_NUM || nd->n >= (Py_ssize_t)sizeof(digits)) {
+            if (nd->type != N_NUM) {
+                return FAIL;
+            }
+            if (decimal(nd->s, nd->n, &d) == 0) {
+                d = nd->is_int && d == 0.0 ? 0.0 : d; /* an integer -0 is DuckDB's integer 0 */
+                return put(&c->data, &d, sizeof d) < 0 ? NOMEM : 0;
+            }
+            if (nd->n >= (Py_ssize_t)sizeof(digits)) {
                 return FAIL;
             }
             memcpy(digits, nd->s, (size_t)nd->n);
@@ -750,12 +942,12 @@ repeat(Column *c, Py_ssize_t row)
    missing (or null) is a column of nulls, as DuckDB's unnest side by side
    has it; lists of different lengths are left to DuckDB. */
 static int
-take_columns(Table *tb, const Tape *t)
+take_columns(Table *tb, const Tape *t, Memo *memo)
 {
     Py_ssize_t rows = -1;
     for (int j = 0; j < tb->n; j++) {
         Column *c = &tb->cols[j];
-        Py_ssize_t at = lookup(t, 0, c->path, c->lens, c->depth);
+        Py_ssize_t at = lookup(t, 0, c->path, c->lens, c->depth, memo);
         if (at == UNSURE || (at >= 0 && t->nodes[at].type != N_LIST &&
                              t->nodes[at].type != N_NULL)) {
             return FAIL;
@@ -797,10 +989,11 @@ take(Table *tables, int n_tables, const Tape *t)
     if (t->nodes[0].type != N_OBJECT) {
         return FAIL;
     }
+    Memo memo = {.from = NOWHERE};
     for (int k = 0; k < n_tables; k++) {
         Table *tb = &tables[k];
         if (tb->columnar) {
-            int rc = take_columns(tb, t);
+            int rc = take_columns(tb, t, &memo);
             if (rc < 0) {
                 return rc;
             }
@@ -808,7 +1001,7 @@ take(Table *tables, int n_tables, const Tape *t)
         }
         Py_ssize_t first = NOWHERE, stop = NOWHERE;
         if (tb->depth) {
-            Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth);
+            Py_ssize_t list = lookup(t, 0, tb->path, tb->lens, tb->depth, &memo);
             if (list == UNSURE) {
                 return FAIL;
             }
@@ -835,7 +1028,7 @@ take(Table *tables, int n_tables, const Tape *t)
                     Py_ssize_t at = c->from_item && t->nodes[item].type == N_NULL
                                         ? NOWHERE
                                         : lookup(t, c->from_item ? item : 0, c->path,
-                                                 c->lens, c->depth);
+                                                 c->lens, c->depth, &memo);
                     rc = at == UNSURE ? FAIL : append(c, t, at, tb->rows);
                 }
                 if (rc < 0) {

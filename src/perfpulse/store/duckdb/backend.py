@@ -98,6 +98,20 @@ def _relation(table: str, columns: Columns) -> Any:
     )
 
 
+_BATCHES_SCHEMA = na.struct({"ts": na.int64(), "key": na.string()})
+
+
+def _batches(batches: list[tuple[float, str]]) -> Any:
+    """A flush's batch ids, ``(received, key)``, as one Arrow record batch: bound as
+    two list parameters instead, DuckDB made a value of each with the GIL held, at
+    about 3 µs a beacon against 1 µs."""
+    children = [
+        na.c_array([int(ts * 1_000_000) for ts, _ in batches], na.int64()),
+        na.c_array([key for _, key in batches], na.string()),
+    ]
+    return na.c_array_from_buffers(_BATCHES_SCHEMA, len(batches), [None], children=children)
+
+
 def _read(
     documents: list[bytes], plan: tuple[Any, ...], tables: tuple[str, ...]
 ) -> tuple[dict[str, Any], int, list[bytes]]:
@@ -422,17 +436,10 @@ class DuckDBBackend:
                 tail += [f"DROP TABLE {sql.columns_name(table)}" for table in documents]
                 tail.append(sql.set_checkpoint(flush.checkpoint))
                 if flush.batches:
+                    con.register(sql.BATCHES_INPUT, _batches(flush.batches))
+                    registered.append(sql.BATCHES_INPUT)
                     tail.append(sql.INSERT_BATCHES)
-                    con.execute(
-                        "; ".join(tail),
-                        [
-                            [int(ts * 1_000_000) for ts, _ in flush.batches],
-                            [key for _, key in flush.batches],
-                        ],
-                    )
-                    con.execute("COMMIT")
-                else:
-                    con.execute("; ".join([*tail, "COMMIT"]))
+                con.execute("; ".join([*tail, "COMMIT"]))
                 self._cache.forget(hours)  # after the commit: see PartCache.put
             except BaseException:
                 with contextlib.suppress(duckdb.TransactionException):  # none was begun
