@@ -227,17 +227,30 @@ def test_a_light_load_is_stored_in_few_flushes_and_a_surge_is_not_kept_waiting(
 
 def test_a_writer_behind_takes_bigger_flushes_and_comes_back_to_its_budget() -> None:
     """Each flush has a fixed price, so a writer that fills its budget takes twice
-    as much the next time, up to ``max_growth`` times; once it has caught up, the
-    budget is the given one again."""
+    as much the next time, up to ``max_growth`` times; while its flushes take more
+    than the budget given, it keeps the grown one; once one fits the budget given,
+    that is its budget again."""
     spool, db = MemorySpool(), DuckDBBackend(None)
     fill(spool, [record(f"b{i}", 2) for i in range(100)])
     writer = Writer(spool, db, CollectorMetrics(), max_records=10, max_growth=4)
     sizes = []
     while (rows := writer.flush_once()) >= 0:
         sizes.append(rows // 2)
-    assert sizes == [10, 20, 40, 30]  # the last one not full: back to the budget
-    assert writer.growth == 1
+    assert sizes == [10, 20, 40, 30]
+    assert writer.growth == 4  # 30 is more than the budget given: still behind
     fill(spool, [record(f"c{i}", 2) for i in range(25)])
+    assert writer.flush_once() == 2 * 25  # all of it, in one flush
+    assert writer.growth == 4
+    fill(spool, [record(f"d{i}", 2) for i in range(25)])
+    fill(spool, [record(f"e{i}", 2) for i in range(7)])
+    assert writer.flush_once() == 2 * 32
+    fill(spool, [record(f"f{i}", 2) for i in range(25)])
+    writer.flush_once()
+    assert writer.flush_once() < 0
+    fill(spool, [record(f"g{i}", 2) for i in range(7)])
+    assert writer.flush_once() == 2 * 7  # caught up: back to the budget
+    assert writer.growth == 1
+    fill(spool, [record(f"h{i}", 2) for i in range(25)])
     assert writer.flush_once() == 2 * 10
     count = db.connection().execute("SELECT count(*) FROM http").fetchall()
-    assert count == [(2 * 110,)]
+    assert count == [(2 * (100 + 25 + 32 + 25 + 7 + 10),)]

@@ -28,7 +28,9 @@ sooner when a whole flush's budget of bytes is waiting in the spool.
 
 A writer that falls behind takes more at a time: after a flush that filled its
 budget the next one may take twice as much, up to ``max_growth`` (4) times the
-budget, and once a flush no longer fills it the budget is the given one again.
+budget; a flush that took less than its grown budget but more than the given
+one keeps the grown budget, and once a flush fits the given budget, that is
+the budget again.
 Under single beacons the budget of bytes (4 MiB, about 1,800 beacons) is what
 fills, and the fixed price of a flush, paid every 1,800 beacons, kept the
 writer at 2,600 to 3,100 stored beacons/s while the event loop accepted 5,400
@@ -146,10 +148,15 @@ class Writer:
         records = self.spool.read(self.checkpoint, most, size)
         if not records:
             return -1
-        self._full = len(records) >= most or sum(len(payload) for _, payload in records) * 2 >= size
+        taken = sum(len(payload) for _, payload in records)
+        self._full = len(records) >= most or taken * 2 >= size
         # behind: the next flush may take twice as much (up to max_growth times the
-        # budget); caught up: back to the budget
-        self.growth = min(self.growth * 2, self.max_growth) if self._full else 1
+        # budget); still more than the budget given: as much again; caught up: back
+        # to the budget
+        if self._full:
+            self.growth = min(self.growth * 2, self.max_growth)
+        elif len(records) <= self.max_records and taken * 2 < self.max_bytes:
+            self.growth = 1
         if self._failures >= 3 and len(records) > 1:
             return self._isolate(records)
         try:
