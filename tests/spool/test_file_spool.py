@@ -6,6 +6,7 @@ import asyncio
 import errno
 import io
 import os
+import random
 import subprocess
 import threading
 import time
@@ -92,6 +93,32 @@ def test_rotation_names_segments_by_first_seq_and_reads_across_them(
     # A record larger than max_bytes still comes back, alone.
     assert spool.read(after=9, max_bytes=10) == [(10, records[9])]
     assert spool.stats().segments == 7
+    close(spool)
+
+
+def test_a_read_takes_records_in_order_while_they_fit_its_budgets(
+    open_spool: OpenSpool, tmp_path: Path
+) -> None:
+    """Whatever the records' sizes and segments: a read returns the records after
+    ``after`` in order, as many as fit ``max_records`` and ``max_bytes`` of payload
+    (the first one always), across segments."""
+    rng = random.Random(7)
+    records = [bytes([i % 251]) * rng.choice([0, 1, 5, 40, 90, 300, 700]) for i in range(160)]
+    spool = open_spool(tmp_path, segment_bytes=1500)
+    fill(spool, records)
+    assert spool.stats().segments > 10
+    for _ in range(400):
+        after = rng.randrange(0, len(records) + 2)
+        most, budget = rng.randrange(1, 60), rng.choice([0, 1, 50, 300, 1000, 5000, 1 << 20])
+        want: list[tuple[int, bytes]] = []
+        size = 0
+        for seq in range(after + 1, len(records) + 1):
+            record = records[seq - 1]
+            if len(want) == most or (want and size + len(record) > budget):
+                break
+            want.append((seq, record))
+            size += len(record)
+        assert spool.read(after=after, max_records=most, max_bytes=budget) == want
     close(spool)
 
 

@@ -60,7 +60,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -354,9 +354,12 @@ class FileSpool:
                     data = os.pread(f.fileno(), offsets[-1] - base, base)
                 if len(data) != offsets[-1] - base:
                     raise RuntimeError(f"{path} shrank while the spool was open")
-                for i in range(len(offsets) - 1):
-                    start, end = offsets[i] - base + HEADER.size, offsets[i + 1] - base
-                    out.append((first_seq + i, data[start:end]))
+                skip = base - HEADER.size
+                out += zip(
+                    range(first_seq, first_seq + len(offsets) - 1),
+                    [data[a - skip : b - base] for a, b in pairwise(offsets)],
+                    strict=True,
+                )
             return out
 
     def _plan_read(
@@ -374,12 +377,15 @@ class FileSpool:
             bounds = [*segment.offsets[k : k + max_records - count + 1]]
             if len(bounds) <= max_records - count:
                 bounds.append(segment.size)
-            j = 1
-            while j < len(bounds):
-                record = bounds[j] - bounds[j - 1] - HEADER.size
-                if count and size + record > max_bytes:
-                    break
-                count, size, j = count + 1, size + record, j + 1
+            # the most records m whose payloads fit: m of them hold bounds[m] -
+            # bounds[0] - m headers' bytes, which grows with m (at least one in all)
+            first, h = bounds[0], HEADER.size
+            m = bisect_right(
+                range(1, len(bounds)), max_bytes - size, key=lambda m: bounds[m] - first - m * h
+            )
+            if count == 0 and len(bounds) > 1:
+                m = max(m, 1)
+            count, size, j = count + m, size + bounds[m] - first - m * h, m + 1
             if j > 1:
                 plan.append((segment.path, segment.first_seq + k, bounds[:j]))
                 last = segment.first_seq + k + j - 2

@@ -1065,15 +1065,34 @@ path_of(PyObject *seq, PyObject **path, Py_ssize_t *lens, int *depth)
     return 0;
 }
 
+/* The bytes of the answer are made (with the GIL) before they are filled:
+   each is a copy to make, done for all of them at once without the GIL, so
+   the megabytes of a big flush are not copied while the event loop waits. */
+typedef struct {
+    char *to;
+    const char *from;
+    Py_ssize_t len;
+} Copy;
+
+typedef struct {
+    Copy *copies;
+    Py_ssize_t used;
+} Copies;
+
 static PyObject *
-buffer(const Buf *b, Py_ssize_t len)
+buffer(const Buf *b, Py_ssize_t len, Copies *copies)
 {
-    return PyBytes_FromStringAndSize(b->data ? b->data : "", len);
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, len);
+    if (bytes != NULL && len > 0) {
+        copies->copies[copies->used++] = (Copy){PyBytes_AS_STRING(bytes), b->data, len};
+    }
+    return bytes;
 }
 
-/* The Python value of table tb: (rows, [(validity | None, *data buffers)]). */
+/* The Python value of table tb: (rows, [(validity | None, *data buffers)]),
+   its buffers' contents left to `copies`. */
 static PyObject *
-answer(const Table *tb)
+answer(const Table *tb, Copies *copies)
 {
     PyObject *cols = PyList_New(tb->n);
     if (cols == NULL) {
@@ -1082,7 +1101,7 @@ answer(const Table *tb)
     Py_ssize_t bits = (tb->rows + 7) / 8;
     for (int j = 0; j < tb->n; j++) {
         const Column *c = &tb->cols[j];
-        PyObject *validity = c->nulls ? buffer(&c->validity, bits) : Py_NewRef(Py_None);
+        PyObject *validity = c->nulls ? buffer(&c->validity, bits, copies) : Py_NewRef(Py_None);
         PyObject *item = NULL;
         if (validity != NULL) {
             switch (c->kind) {
@@ -1093,15 +1112,16 @@ answer(const Table *tb)
                                          (Py_ssize_t)sizeof zero, "", (Py_ssize_t)0);
                 }
                 else {
-                    item = Py_BuildValue("(NNN)", validity, buffer(&c->offsets, c->offsets.len),
-                                         buffer(&c->data, c->data.len));
+                    item = Py_BuildValue("(NNN)", validity,
+                                         buffer(&c->offsets, c->offsets.len, copies),
+                                         buffer(&c->data, c->data.len, copies));
                 }
                 break;
             case A_BOOL:
-                item = Py_BuildValue("(NN)", validity, buffer(&c->data, bits));
+                item = Py_BuildValue("(NN)", validity, buffer(&c->data, bits, copies));
                 break;
             default:
-                item = Py_BuildValue("(NN)", validity, buffer(&c->data, c->data.len));
+                item = Py_BuildValue("(NN)", validity, buffer(&c->data, c->data.len, copies));
             }
         }
         if (item == NULL) {
@@ -1263,15 +1283,33 @@ columnize(PyObject *self, PyObject *args)
         Py_XDECREF(leftover);
         goto done;
     }
+    Py_ssize_t most = 0; /* three buffers a column at most */
     for (int k = 0; k < n_tables; k++) {
-        PyObject *item = answer(&tables[k]);
+        most += 3 * (Py_ssize_t)tables[k].n;
+    }
+    Copies copies = {malloc((size_t)(most ? most : 1) * sizeof(Copy)), 0};
+    if (copies.copies == NULL) {
+        Py_DECREF(result);
+        Py_DECREF(leftover);
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int k = 0; k < n_tables; k++) {
+        PyObject *item = answer(&tables[k], &copies);
         if (item == NULL) {
+            free(copies.copies);
             Py_DECREF(result);
             Py_DECREF(leftover);
             goto done;
         }
         PyList_SET_ITEM(result, k, item);
     }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < copies.used; i++) {
+        memcpy(copies.copies[i].to, copies.copies[i].from, (size_t)copies.copies[i].len);
+    }
+    Py_END_ALLOW_THREADS
+    free(copies.copies);
     for (Py_ssize_t d = 0; d < n_docs; d++) {
         if (left[d]) {
             PyObject *index = PyLong_FromSsize_t(d);

@@ -169,22 +169,27 @@ class Writer:
 
     def _write(self, records: list[tuple[int, bytes]]) -> int:
         flush = Flush(checkpoint=records[-1][0])
-        tables = flush.tables
-        for _seq, payload in records:
+        tables, batches, beacons = flush.tables, flush.batches, flush.beacons
+        decode = RECORD_DECODER.decode
+        for _seq, payload in records:  # with the GIL held: what is empty is skipped
             try:
-                record = RECORD_DECODER.decode(payload)
+                record = decode(payload)
             except msgspec.DecodeError:
                 self.corrupt_records += 1
                 self.metrics.events_rejected.labels("corrupt_spool_record").inc()
                 continue
-            flush.batches.append((record.received, record.key))
-            for table, rows in record.rows.items():
-                _join(tables, table, to_columns(table, rows))
-            for table, columns in record.columns.items():
-                _join(tables, table, columns)
-            flush.beacons += record.beacons
-            for table, document in record.column_documents.items():
-                flush.column_documents.setdefault(table, []).append(document)
+            batches.append((record.received, record.key))
+            if record.beacons:
+                beacons += record.beacons
+            if record.rows:
+                for table, rows in record.rows.items():
+                    _join(tables, table, to_columns(table, rows))
+            if record.columns:
+                for table, columns in record.columns.items():
+                    _join(tables, table, columns)
+            if record.column_documents:
+                for table, document in record.column_documents.items():
+                    flush.column_documents.setdefault(table, []).append(document)
         started = time.perf_counter()
         written = self.backend.write(flush)
         self.metrics.flush_seconds.observe(time.perf_counter() - started)

@@ -218,9 +218,12 @@ INSERT_1M_FROM_FLUSH = sketch_rows("rollup_1m", "s", _FLUSH_PIECES)
 INSERT_1H_FROM_FLUSH = sketch_rows("rollup_1h", "s // 3600 * 3600", _FLUSH_PIECES)
 
 
-#: The relation a flush registers its batch ids ``(ts, key)`` under (µs, the key).
+#: The relation a flush registers its batch ids ``(ts, key)`` under (unix seconds, the key).
 BATCHES_INPUT = "_in_batches"
-INSERT_BATCHES = f"INSERT INTO batches SELECT make_timestamp(ts), key FROM {BATCHES_INPUT}"
+INSERT_BATCHES = (
+    "INSERT INTO batches SELECT make_timestamp(CAST(ts * 1000000 AS BIGINT)), key "
+    f"FROM {BATCHES_INPUT}"
+)
 SET_CHECKPOINT = "UPDATE meta SET value = ? WHERE name = 'checkpoint'"
 
 
