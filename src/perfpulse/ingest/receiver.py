@@ -18,7 +18,7 @@ count), which answers with an :class:`Answer`; ``POST /api/v1/rum`` reads its
 body itself, the others through :meth:`Receiver._ingest`. The usual beacon
 request skips the Python steps up to the spool: compiled code checks its head
 and makes its spool record (see :meth:`Receiver.rum`), then it shares
-:meth:`Receiver._spool` (dedupe, append) with the rest.
+:meth:`Receiver._seen` (dedupe) and :meth:`Receiver._append` with the rest.
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ class Receiver:
                 done = self.normalizer.beacon_record(message, self.clock(), self.max_body)
                 if done is not None:
                     key, record, events = done
-                    answer = await self._spool("rum", key, record, cors)
+                    answer = self._seen(key, cors) or await self._append("rum", key, record, cors)
                     if answer is None:  # in the spool
                         self.metrics.events_accepted.inc("rum", events)
                         answer = _accepted(events, events, cors)
@@ -467,15 +467,17 @@ class Receiver:
             return self._refuse(endpoint, _Refused(400, "bad_json", message), headers)
         except OtlpError as exc:
             return self._refuse(endpoint, _Refused(400, "bad_otlp", str(exc)), headers)
-        record = None
+        seen = self._seen(key, headers)
+        if seen is not None:
+            return seen  # a retry: nothing of it encoded
         if not out.empty:
             columns = (
                 {t: column_document(t, c) for t, c in out.columns.items()} if out.columns else {}
             )
             record = _encode(SpoolRecord(key, self.clock(), out.rows, {}, out.beacons, columns))
-        refused = await self._spool(endpoint, key, record, headers)
-        if refused is not None:
-            return refused
+            refused = await self._append(endpoint, key, record, headers)
+            if refused is not None:
+                return refused
         self.metrics.events_accepted.inc(endpoint, out.accepted)
         for reason, n in out.dropped.items():
             self.metrics.events_rejected.labels(reason).inc(n)
@@ -485,21 +487,25 @@ class Receiver:
             return _accepted(out.accepted, total, headers)
         return Answer(202, _accepted_body(out.accepted, dict(out.dropped), total), headers)
 
-    async def _spool(
-        self, endpoint: str, key: str, record: bytes | None, headers: dict[str, str] | None
+    def _seen(self, key: str, headers: dict[str, str] | None) -> Answer | None:
+        """A duplicate's 202 when ``key`` was seen; else None, and ``key`` is
+        remembered (until :meth:`_append` fails to keep its record)."""
+        if self.recent.add(key):
+            return None
+        self.metrics.duplicate_batches.inc()
+        return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
+
+    async def _append(
+        self, endpoint: str, key: str, record: bytes, headers: dict[str, str] | None
     ) -> Answer | None:
-        """Append ``record`` (None: nothing to keep) unless ``key`` was seen: None once
-        it is in the spool, else the answer (a duplicate's 202, or a 503)."""
-        if not self.recent.add(key):
-            self.metrics.duplicate_batches.inc()
-            return Answer.json({"accepted": 0, "dropped": 0, "duplicate": True}, 202, headers)
-        if record is not None:
-            try:
-                await self.spool.append(record)
-            except SpoolFull as exc:
-                self.recent.discard(key)
-                reason = "spool_full" if exc.reason == "full" else "disk_full"
-                return self._refuse(
-                    endpoint, _Refused(503, reason, "collector is full, retry later"), headers
-                )
+        """Append ``record``, keyed ``key``: None once it is in the spool, else the 503
+        (and ``key`` forgotten, so that the retry is taken)."""
+        try:
+            await self.spool.append(record)
+        except SpoolFull as exc:
+            self.recent.discard(key)
+            reason = "spool_full" if exc.reason == "full" else "disk_full"
+            return self._refuse(
+                endpoint, _Refused(503, reason, "collector is full, retry later"), headers
+            )
         return None
